@@ -1,0 +1,78 @@
+"""Apache Airflow provider for m3ter, the usage-based billing platform."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+_CONN_FIELDS: dict[str, dict[str, Any]] = {
+    "org_id": {
+        "label": "Organization id",
+        "schema": {"type": ["string", "null"]},
+        "description": "Your m3ter Organization id (required).",
+    },
+    "ingest_url": {
+        "label": "Ingest API URL",
+        "schema": {"type": ["string", "null"]},
+        "description": "Default: the API URL with 'api.' swapped for 'ingest.' (https://ingest.m3ter.com).",
+    },
+    "token_url": {
+        "label": "Token URL",
+        "schema": {"type": ["string", "null"]},
+        "description": "Default: <API URL>/oauth/token.",
+    },
+    "console_url": {
+        "label": "Console URL",
+        "schema": {"type": ["string", "null"]},
+        "description": "Default: https://console.m3ter.com (used for task links).",
+    },
+    "timeout": {
+        "label": "Request timeout (seconds)",
+        "schema": {"type": ["number", "null"], "default": 60},
+    },
+    "max_retries": {
+        "label": "Max retries",
+        "schema": {"type": ["integer", "null"], "default": 5},
+    },
+}
+
+_UI_FIELD_BEHAVIOUR: dict[str, Any] = {
+    "hidden-fields": ["schema", "port", "extra"],
+    "relabeling": {"login": "Access Key id", "password": "Api Secret", "host": "API URL"},
+    "placeholders": {
+        "login": "Service User Access Key id",
+        "password": "Service User Api Secret",
+        "host": "https://api.m3ter.com",
+        "org_id": "your m3ter Organization id",
+        "ingest_url": "https://ingest.m3ter.com",
+        "console_url": "https://console.m3ter.com",
+    },
+}
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Describe this provider to Airflow's providers manager (``apache_airflow_provider`` entry point)."""
+    return {
+        "package-name": "airflow-provider-m3ter",
+        "name": "m3ter",
+        "description": "`m3ter <https://www.m3ter.com/>`__: usage-based billing and pricing.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "m3ter",
+                "external-doc-url": "https://www.m3ter.com/docs/api",
+                "tags": ["service"],
+            }
+        ],
+        "hooks": [{"integration-name": "m3ter", "python-modules": ["m3ter_provider.hooks.m3ter"]}],
+        "connection-types": [
+            {
+                "connection-type": "m3ter",
+                "hook-class-name": "m3ter_provider.hooks.m3ter.M3terHook",
+                "hook-name": "m3ter",
+                "conn-fields": _CONN_FIELDS,
+                "ui-field-behaviour": _UI_FIELD_BEHAVIOUR,
+            }
+        ],
+    }

@@ -1,0 +1,173 @@
+"""Turn the fields of an ``m3ter`` connection into validated settings (no Airflow import).
+
+The connection's ``login`` is the Access Key id, ``password`` the Api Secret, ``host`` (and
+``port``) the API URL; everything else lives in ``extra``. Every extra field is read under its
+plain name first and then under the ``extra__m3ter__`` prefix older connection forms saved.
+``None`` and ``""`` count as absent, so the default applies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from m3ter_provider.errors import M3terConfigError
+
+DEFAULT_API_URL = "https://api.m3ter.com"
+DEFAULT_CONSOLE_URL = "https://console.m3ter.com"
+DEFAULT_TIMEOUT = 60.0
+DEFAULT_MAX_RETRIES = 5
+EXTRA_PREFIX = "extra__m3ter__"
+
+#: extra fields a connection may carry, with what each is for (shown in errors and the UI)
+EXTRA_FIELDS = {
+    "org_id": "the m3ter Organization id (required)",
+    "ingest_url": "the ingest API URL (default: the API URL with 'api.' swapped for 'ingest.')",
+    "token_url": "the OAuth token URL (default: <API URL>/oauth/token)",
+    "console_url": f"the m3ter Console URL (default {DEFAULT_CONSOLE_URL})",
+    "timeout": f"seconds to wait for m3ter on each request (default {DEFAULT_TIMEOUT:g})",
+    "max_retries": f"retries of a failed request (default {DEFAULT_MAX_RETRIES})",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class M3terSettings:
+    """Everything needed to talk to one m3ter Organization. The secret never shows in a repr."""
+
+    conn_id: str
+    access_key_id: str
+    api_secret: str = dataclasses.field(repr=False)
+    org_id: str
+    api_url: str
+    ingest_url: str
+    token_url: str
+    console_url: str
+    timeout: float = DEFAULT_TIMEOUT
+    max_retries: int = DEFAULT_MAX_RETRIES
+
+    @classmethod
+    def from_connection_fields(
+        cls,
+        conn_id: str,
+        *,
+        login: str | None,
+        password: str | None,
+        host: str | None,
+        port: int | None = None,
+        schema: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> M3terSettings:
+        """Validate a connection's fields; raise :class:`M3terConfigError` naming the connection and field."""
+        extra = extra or {}
+
+        def fail(field: str, problem: str) -> M3terConfigError:
+            return M3terConfigError(f"m3ter connection {conn_id!r}: {field} {problem}")
+
+        def get_extra(name: str) -> Any:
+            for key in (name, EXTRA_PREFIX + name):
+                value = extra.get(key)
+                if value is not None and value != "":
+                    return value.strip() if isinstance(value, str) else value
+            return None
+
+        access_key_id = (login or "").strip()
+        if not access_key_id:
+            raise fail("login", "is empty: set it to the Service User's Access Key id.")
+        if not password:
+            raise fail("password", "is empty: set it to the Service User's Api Secret.")
+        org_id = get_extra("org_id")
+        if not org_id:
+            raise fail("extra 'org_id'", "is missing: set it to your m3ter Organization id.")
+
+        api_url = _join_host(conn_id, host, port, schema) if host else DEFAULT_API_URL
+        ingest_url = get_extra("ingest_url")
+        ingest_url = (
+            _check_url(conn_id, "extra 'ingest_url'", ingest_url)
+            if ingest_url
+            else derive_ingest_url(api_url)
+        )
+        token_url = get_extra("token_url")
+        token_url = (
+            _check_url(conn_id, "extra 'token_url'", token_url) if token_url else f"{api_url}/oauth/token"
+        )
+        console_url = get_extra("console_url")
+        console_url = (
+            _check_url(conn_id, "extra 'console_url'", console_url) if console_url else DEFAULT_CONSOLE_URL
+        )
+        timeout = _number(conn_id, "timeout", get_extra("timeout"), DEFAULT_TIMEOUT, float, minimum=0.001)
+        max_retries = _number(conn_id, "max_retries", get_extra("max_retries"), DEFAULT_MAX_RETRIES, int)
+        return cls(
+            conn_id=conn_id,
+            access_key_id=access_key_id,
+            api_secret=password,
+            org_id=str(org_id),
+            api_url=api_url,
+            ingest_url=ingest_url,
+            token_url=token_url,
+            console_url=console_url,
+            timeout=timeout,
+            max_retries=max_retries,
+        )
+
+
+def derive_ingest_url(api_url: str) -> str:
+    """``https://api.m3ter.com`` -> ``https://ingest.m3ter.com``; a URL without an ``api.`` label is kept."""
+    parts = urlsplit(api_url)
+    host = parts.hostname or ""
+    if not host.startswith("api."):
+        return api_url
+    netloc = parts.netloc.replace(host, "ingest." + host[len("api.") :], 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _join_host(conn_id: str, host: str, port: int | None, schema: str | None) -> str:
+    """Join Airflow's split host and port back into a URL; a host without a scheme means https."""
+    host = host.strip()
+    if "://" not in host:
+        host = f"https://{host}"
+    parts = urlsplit(host)
+    if port and parts.port is None and parts.hostname:
+        netloc = f"{parts.netloc}:{int(port)}"
+        host = urlunsplit(parts._replace(netloc=netloc))
+    if schema and not parts.path.strip("/"):
+        # the URI form puts a path after the host into ``schema``
+        host = host.rstrip("/") + "/" + schema.strip("/")
+    return _check_url(conn_id, "host", host)
+
+
+def _check_url(conn_id: str, field: str, url: str) -> str:
+    url = str(url).strip()
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError as exc:
+        raise M3terConfigError(
+            f"m3ter connection {conn_id!r}: {field} {url!r} is not a valid URL ({exc})."
+        ) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise M3terConfigError(
+            f"m3ter connection {conn_id!r}: {field} {url!r} is not a valid URL: "
+            "give an http(s) URL such as https://api.m3ter.com."
+        )
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise M3terConfigError(
+            f"m3ter connection {conn_id!r}: {field} {url!r} must not carry a query, fragment or credentials."
+        )
+    return url.rstrip("/")
+
+
+def _number(conn_id: str, name: str, value: Any, default: Any, kind: type, minimum: float = 0) -> Any:
+    if value is None:
+        return default
+    try:
+        number = kind(value)
+        if isinstance(value, bool) or number < minimum or (kind is int and float(value) != number):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise M3terConfigError(
+            f"m3ter connection {conn_id!r}: extra {name!r} is {value!r}; "
+            f"give a {'whole ' if kind is int else ''}number of at least {minimum:g}."
+        ) from None
+    return number

@@ -1,0 +1,122 @@
+"""The provider's one exception family.
+
+Every error names what was attempted (method and path), what m3ter said (status and its
+``message``) and what to check. No message ever carries the Api Secret, a bearer token or a
+request header. The family derives from ``AirflowException`` so Airflow treats them as task
+failures; this is the only Airflow import in the framework-free core.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.providers.common.compat.sdk import AirflowException
+
+
+class M3terError(AirflowException):
+    """Base class of every error this provider raises."""
+
+
+class M3terConfigError(M3terError, ValueError):
+    """The connection (or an argument) is missing a field or holds a malformed value."""
+
+
+class M3terValidationError(M3terError, ValueError):
+    """Input refused before anything was sent to m3ter (for example a bad measurement)."""
+
+
+class M3terRequestError(M3terError):
+    """A request to m3ter failed.
+
+    :param method: the HTTP method attempted.
+    :param path: the URL path attempted (no query string, no host).
+    :param status: the HTTP status m3ter answered, or None when no answer arrived.
+    :param m3ter_message: the ``message`` (or OAuth ``error_description``) m3ter sent back.
+    :param hint: what to check.
+    """
+
+    def __init__(
+        self,
+        summary: str,
+        *,
+        method: str,
+        path: str,
+        status: int | None = None,
+        m3ter_message: str | None = None,
+        hint: str | None = None,
+        attempts: int = 1,
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.status = status
+        self.m3ter_message = m3ter_message
+        self.hint = hint
+        self.attempts = attempts
+        parts = [f"{method} {path}: {summary}"]
+        if status is not None:
+            parts.append(f"HTTP {status}")
+        if m3ter_message:
+            parts.append(f"m3ter said: {m3ter_message!r}")
+        if attempts > 1:
+            parts.append(f"after {attempts} attempts")
+        text = "; ".join(parts) + "."
+        if hint:
+            text += f" {hint}"
+        super().__init__(text)
+
+
+class M3terAuthError(M3terRequestError):
+    """m3ter refused the credentials: the token exchange failed, or a fresh token was refused."""
+
+
+class M3terAPIError(M3terRequestError):
+    """m3ter answered an API call with an error status (4xx or 5xx after retries)."""
+
+
+class M3terRateLimitError(M3terAPIError):
+    """m3ter kept answering 429 Too Many Requests until the retries ran out."""
+
+
+class M3terTransportError(M3terRequestError):
+    """No answer from m3ter: connection refused or dropped, or a timeout, after retries."""
+
+
+class M3terJobError(M3terError):
+    """A long-running m3ter job (export, bill job, ...) failed, was cancelled or timed out.
+
+    :param kind: the job kind (see :mod:`m3ter_provider.jobs`).
+    :param job_id: the job's id.
+    :param status: the job's last status.
+    """
+
+    def __init__(self, text: str, *, kind: str, job_id: str, status: str | None, job: Any = None) -> None:
+        self.kind = kind
+        self.job_id = job_id
+        self.status = status
+        self.job = job
+        super().__init__(text)
+
+
+class M3terJobFailedError(M3terJobError):
+    """The job reached one of its failed states."""
+
+
+class M3terJobTimeoutError(M3terJobError):
+    """The job did not reach a final state in time."""
+
+
+def m3ter_message(body: Any) -> str | None:
+    """Return the human message from an m3ter error body.
+
+    m3ter answers ``{"message": "..."}``; an OAuth endpoint may answer
+    ``{"error": "...", "error_description": "..."}``. Both are read.
+    """
+    if not isinstance(body, dict):
+        return None
+    message = body.get("message")
+    if isinstance(message, str) and message:
+        return message
+    error, description = body.get("error"), body.get("error_description")
+    if isinstance(error, str) and error:
+        return f"{error}: {description}" if isinstance(description, str) and description else error
+    return None

@@ -1,0 +1,217 @@
+"""M3terHook: the Airflow face of the m3ter API client."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+from collections.abc import Iterable, Iterator, Mapping
+from functools import cached_property
+from typing import Any
+
+import requests
+from airflow.providers.common.compat.sdk import BaseHook, mask_secret
+
+from m3ter_provider import __version__
+from m3ter_provider.client import M3terClient
+from m3ter_provider.config import EXTRA_FIELDS, M3terSettings
+from m3ter_provider.errors import M3terError
+
+
+def _user_agent() -> str:
+    try:
+        airflow_version = importlib.metadata.version("apache-airflow")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - airflow-core only installs
+        airflow_version = importlib.metadata.version("apache-airflow-core")
+    return (
+        f"airflow-provider-m3ter/{__version__} apache-airflow/{airflow_version} "
+        f"python-requests/{requests.__version__}"
+    )
+
+
+class M3terHook(BaseHook):
+    """Talk to the m3ter API with a Service User's credentials from an Airflow connection.
+
+    The connection's ``login`` is the Access Key id, ``password`` the Api Secret, ``host`` the API
+    URL (default ``https://api.m3ter.com``) and ``extra`` holds ``org_id`` (required) and the
+    optional ``ingest_url``, ``token_url``, ``console_url``, ``timeout`` and ``max_retries``.
+
+    Bearer tokens are cached per credential set for the whole process, exchanged by one thread at
+    a time and refreshed ahead of expiry; the Api Secret and every token are masked in logs.
+
+    :param m3ter_conn_id: the Airflow connection id.
+    """
+
+    conn_name_attr = "m3ter_conn_id"
+    default_conn_name = "m3ter_default"
+    conn_type = "m3ter"
+    hook_name = "m3ter"
+
+    def __init__(self, m3ter_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.m3ter_conn_id = m3ter_conn_id
+
+    def __repr__(self) -> str:
+        return f"M3terHook(m3ter_conn_id={self.m3ter_conn_id!r})"
+
+    # ---------------------------------------------------------------- connection
+    @cached_property
+    def settings(self) -> M3terSettings:
+        """The connection's validated settings (read once per hook)."""
+        conn = self.get_connection(self.m3ter_conn_id)
+        if conn.password:
+            mask_secret(conn.password)
+        return M3terSettings.from_connection_fields(
+            self.m3ter_conn_id,
+            login=conn.login,
+            password=conn.password,
+            host=conn.host,
+            port=conn.port,
+            schema=conn.schema,
+            extra=conn.extra_dejson,
+        )
+
+    def get_conn(self) -> M3terClient:
+        """The hook's :class:`~m3ter_provider.client.M3terClient` (one keep-alive session per hook)."""
+        return self.client
+
+    @cached_property
+    def client(self) -> M3terClient:
+        return M3terClient(self.settings, user_agent=_user_agent(), on_secret=mask_secret)
+
+    @property
+    def org_id(self) -> str:
+        return self.settings.org_id
+
+    @property
+    def console_url(self) -> str:
+        return self.settings.console_url
+
+    # ---------------------------------------------------------------- calls
+    def get_token(self) -> str:
+        """The current bearer token, exchanging the credentials only when needed."""
+        return self.client.get_token()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        idempotent: bool | None = None,
+    ) -> Any:
+        """Make an authenticated call and return its decoded JSON (``None`` for an empty body).
+
+        :param method: HTTP method.
+        :param path: relative to the Organization (``"accounts/123"``), or from the API root when it
+            starts with ``/`` (``"/organizations/<org>/accounts"``).
+        :param params: query parameters; lists are sent comma-separated.
+        :param json: the JSON body.
+        :param idempotent: whether retrying after an ambiguous failure is safe (default: GET, PUT
+            and DELETE are; a POST is retried only where m3ter did not process it).
+        """
+        return self.client.request(method, path, params=params, json=json, idempotent=idempotent)
+
+    def get(self, path: str, *, params: Mapping[str, Any] | None = None, json: Any = None) -> Any:
+        return self.request("GET", path, params=params, json=json)
+
+    def post(self, path: str, *, params: Mapping[str, Any] | None = None, json: Any = None) -> Any:
+        return self.request("POST", path, params=params, json=json)
+
+    def put(self, path: str, *, params: Mapping[str, Any] | None = None, json: Any = None) -> Any:
+        return self.request("PUT", path, params=params, json=json)
+
+    def delete(self, path: str, *, params: Mapping[str, Any] | None = None, json: Any = None) -> Any:
+        return self.request("DELETE", path, params=params, json=json)
+
+    def paginate(
+        self, path: str, *, params: Mapping[str, Any] | None = None, page_size: int | None = None
+    ) -> Iterator[Any]:
+        """Yield every item of a list endpoint lazily across ``nextToken`` pages.
+
+        :param page_size: m3ter's ``pageSize`` (each endpoint has a maximum, usually 100 or 200).
+        """
+        return self.client.paginate(path, params=params, page_size=page_size)
+
+    def submit_measurements(
+        self, measurements: Iterable[Mapping[str, Any]], *, uid_namespace: str | None = None
+    ) -> dict[str, Any]:
+        """Validate, then post measurements to the ingest API within m3ter's limits.
+
+        Every measurement is checked first (``account``, ``meter``, ``ts`` required, lengths within
+        the spec's limits); nothing is sent if one is bad. Batches hold at most 1,000 measurements
+        and fewer than 512,000 bytes.
+
+        :param uid_namespace: give measurements without a ``uid`` one derived from this string and
+            their position, so re-running the same submission does not double-count.
+        :return: ``{"measurements": n, "requests": k, "bytes": b}``.
+        """
+        return self.client.submit_measurements(measurements, uid_namespace=uid_namespace)
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Exchange the credentials and read the Organization's config; say which step failed."""
+        try:
+            settings = self.settings
+        except M3terError as exc:
+            return False, f"Connection settings: {exc}"
+        except Exception as exc:
+            return False, f"Could not read connection {self.m3ter_conn_id!r}: {type(exc).__name__}: {exc}"
+        try:
+            self.client.get_token()
+        except M3terError as exc:
+            return False, f"Token exchange at {settings.token_url} failed: {exc}"
+        try:
+            self.client.request("GET", "organizationconfig")
+        except M3terError as exc:
+            return False, f"Credentials accepted, but reading the Organization failed: {exc}"
+        return True, (
+            f"Connected to m3ter organization {settings.org_id!r} at {settings.api_url} "
+            f"as access key {settings.access_key_id!r}."
+        )
+
+    # ---------------------------------------------------------------- connection form
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """Extra fields of the connection form, for Airflow before 3.2 (3.2+ reads ``conn-fields``)."""
+        from wtforms import IntegerField, StringField
+        from wtforms.validators import NumberRange, Optional
+
+        widget = {}
+        if importlib.util.find_spec("flask_appbuilder") is not None:
+            from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
+
+            widget = {"widget": BS3TextFieldWidget()}
+        labels = {
+            "org_id": "Organization id",
+            "ingest_url": "Ingest API URL",
+            "token_url": "Token URL",
+            "console_url": "Console URL",
+        }
+        fields: dict[str, Any] = {
+            name: StringField(label, description=EXTRA_FIELDS[name], **widget)
+            for name, label in labels.items()
+        }
+        fields["timeout"] = IntegerField(
+            "Request timeout (seconds)",
+            validators=[Optional(), NumberRange(min=1)],
+            description=EXTRA_FIELDS["timeout"],
+            **widget,
+        )
+        fields["max_retries"] = IntegerField(
+            "Max retries",
+            validators=[Optional(), NumberRange(min=0)],
+            description=EXTRA_FIELDS["max_retries"],
+            **widget,
+        )
+        return fields
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Field labels and placeholders of the connection form, for Airflow before 3.2."""
+        from m3ter_provider import _UI_FIELD_BEHAVIOUR
+
+        return {
+            "hidden_fields": _UI_FIELD_BEHAVIOUR["hidden-fields"],
+            "relabeling": _UI_FIELD_BEHAVIOUR["relabeling"],
+            "placeholders": _UI_FIELD_BEHAVIOUR["placeholders"],
+        }
