@@ -36,11 +36,14 @@ from m3ter_provider.errors import (
     M3terAPIError,
     M3terAuthError,
     M3terConfigError,
+    M3terJobFailedError,
+    M3terJobTimeoutError,
     M3terRateLimitError,
     M3terRequestError,
     M3terTransportError,
     m3ter_message,
 )
+from m3ter_provider.jobs import JobKind, get_kind
 
 log = logging.getLogger(__name__)
 
@@ -399,6 +402,117 @@ class M3terClient:
             progress.update(batch.count, number)
         progress.done(len(batches))
         return {"measurements": total, "requests": len(batches), "bytes": sent_bytes}
+
+    # ---------------------------------------------------------------- long-running jobs
+    def get_job(self, kind: str | JobKind, job_id: str) -> dict[str, Any]:
+        """Read one job of ``kind`` (see :data:`m3ter_provider.jobs.JOB_KINDS`)."""
+        return self.request("GET", get_kind(kind).path(job_id))
+
+    def wait_for_job(
+        self,
+        kind: str | JobKind,
+        job_id: str,
+        *,
+        poll_interval: float = 10.0,
+        timeout: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> dict[str, Any]:
+        """Poll a job until it reaches a final state and return it.
+
+        :raises M3terJobFailedError: the job reached a failed state.
+        :raises M3terJobTimeoutError: ``timeout`` seconds passed first.
+        """
+        job_kind = get_kind(kind)
+        deadline = None if timeout is None else clock() + timeout
+        last_status: str | None = None
+        while True:
+            job = self.get_job(job_kind, job_id)
+            status = job_kind.status(job)
+            if status != last_status:
+                log.info("m3ter %s %s is %s.", job_kind.title, job_id, status)
+                last_status = status
+            outcome = job_kind.outcome(job)
+            if outcome == "done":
+                return job
+            if outcome == "failed":
+                raise M3terJobFailedError(
+                    f"m3ter {job_kind.title} {job_id} ended {status}.",
+                    kind=job_kind.name,
+                    job_id=job_id,
+                    status=status,
+                    job=job,
+                )
+            if deadline is not None and clock() + poll_interval > deadline:
+                raise M3terJobTimeoutError(
+                    f"m3ter {job_kind.title} {job_id} was still {status} after {timeout:g} s.",
+                    kind=job_kind.name,
+                    job_id=job_id,
+                    status=status,
+                    job=job,
+                )
+            self.sleep(poll_interval)
+
+    def cancel_job(self, kind: str | JobKind, job_id: str) -> Any:
+        """Cancel a job where m3ter has a cancel endpoint for its kind."""
+        job_kind = get_kind(kind)
+        if job_kind.cancel_path is None:
+            raise M3terConfigError(f"m3ter has no way to cancel a {job_kind.title}.")
+        job_kind.path(job_id)  # validates the id
+        return self.request("POST", job_kind.cancel_path.format(job_id=job_id), idempotent=True)
+
+    def download(self, url: str, destination: Any, *, chunk_size: int = 1 << 20) -> dict[str, Any]:
+        """Stream a presigned URL to ``destination`` (a local path or an ``ObjectStoragePath``).
+
+        The presigned URL carries its own authorisation: the bearer token is never sent to it,
+        and the file is never held in memory whole.
+
+        :return: ``{"destination": str, "bytes": n}``.
+        """
+        target = _open_for_write(destination)
+        plain = requests.Session()
+        plain.headers["User-Agent"] = self.user_agent
+        written = 0
+        try:
+            response = self._send_with_retries(
+                "GET",
+                url,
+                lambda: plain.get(url, stream=True, timeout=self.timeout, allow_redirects=True),
+                retry_unprocessed_only=False,
+            )
+            if not response.ok:
+                raise M3terAPIError(
+                    "the download failed",
+                    method="GET",
+                    path=_path(url),
+                    status=response.status_code,
+                    hint="Presigned m3ter download URLs expire after 15 minutes: fetch a new one.",
+                )
+            with response, target() as handle:
+                for chunk in response.iter_content(chunk_size):
+                    handle.write(chunk)
+                    written += len(chunk)
+        finally:
+            plain.close()
+        log.info("Downloaded %s bytes to %s.", f"{written:,}", destination)
+        return {"destination": str(destination), "bytes": written}
+
+
+def _open_for_write(destination: Any) -> Callable[[], Any]:
+    """A zero-argument opener for a local path (parents created) or any object with ``open("wb")``."""
+    import os
+    import pathlib
+
+    if isinstance(destination, (str, os.PathLike)) and not hasattr(destination, "fs"):
+        path = pathlib.Path(destination)
+
+        def opener() -> Any:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return path.open("wb")
+
+        return opener
+    if hasattr(destination, "open"):
+        return lambda: destination.open("wb")
+    raise M3terConfigError(f"destination {destination!r}: give a local path or an ObjectStoragePath.")
 
 
 def decode(response: requests.Response) -> Any:

@@ -15,6 +15,7 @@ from m3ter_provider import __version__
 from m3ter_provider.client import M3terClient
 from m3ter_provider.config import EXTRA_FIELDS, M3terSettings
 from m3ter_provider.errors import M3terError
+from m3ter_provider.jobs import DATA_EXPORT, JobKind, data_export_body
 
 
 def _user_agent() -> str:
@@ -147,6 +148,53 @@ class M3terHook(BaseHook):
         :return: ``{"measurements": n, "requests": k, "bytes": b}``.
         """
         return self.client.submit_measurements(measurements, uid_namespace=uid_namespace)
+
+    # ---------------------------------------------------------------- long-running jobs
+    def get_job(self, kind: str | JobKind, job_id: str) -> dict[str, Any]:
+        """Read one job of ``kind``: ``"dataexport"``, ``"billjob"``, ``"statementjob"``, ``"fileupload"``."""
+        return self.client.get_job(kind, job_id)
+
+    def wait_for_job(
+        self, kind: str | JobKind, job_id: str, *, poll_interval: float = 10.0, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Poll a job until it is final and return it.
+
+        :raises M3terJobFailedError: the job failed or was cancelled (message names id and status).
+        :raises M3terJobTimeoutError: it was not final after ``timeout`` seconds.
+        """
+        return self.client.wait_for_job(kind, job_id, poll_interval=poll_interval, timeout=timeout)
+
+    def cancel_job(self, kind: str | JobKind, job_id: str) -> Any:
+        """Cancel a bill job or statement job."""
+        return self.client.cancel_job(kind, job_id)
+
+    def start_data_export(self, source_type: str, **kwargs: Any) -> str:
+        """Start an ad-hoc data export and return its job id.
+
+        :param source_type: ``"USAGE"`` (needs ``start_date``, ``end_date``; optional ``meter_ids``,
+            ``account_ids``, ``aggregations``, ``groups``) or ``"OPERATIONAL"`` (needs
+            ``operational_data_types``). Also ``export_file_format`` (``"CSV"`` or ``"JSONL"``) and
+            ``destination_ids``. See :func:`m3ter_provider.jobs.data_export_body`.
+        """
+        body = data_export_body(source_type, **kwargs)
+        answer = self.client.request("POST", "dataexports/adhoc", json=body)
+        job_id = answer.get("jobId") if isinstance(answer, dict) else None
+        if not job_id:
+            raise M3terError(f"POST dataexports/adhoc answered without a jobId: {answer!r}.")
+        self.log.info("Started m3ter %s data export %s.", body["sourceType"], job_id)
+        return str(job_id)
+
+    def get_export_download_url(self, job_id: str) -> dict[str, Any]:
+        """A presigned download URL for a finished export (``{"url", "expirationTime"}``, valid 15 min)."""
+        DATA_EXPORT.path(job_id)
+        return self.client.request("GET", f"dataexports/jobs/{job_id}/getdownloadurl")
+
+    def download(self, url: str, destination: Any) -> dict[str, Any]:
+        """Stream a presigned URL to a local path or an ``ObjectStoragePath``; never sends the token there.
+
+        :return: ``{"destination": str, "bytes": n}``.
+        """
+        return self.client.download(url, destination)
 
     def test_connection(self) -> tuple[bool, str]:
         """Exchange the credentials and read the Organization's config; say which step failed."""
