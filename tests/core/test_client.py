@@ -52,7 +52,9 @@ def client(clock):
 
 
 def tokens(requests_mock, *values, expires_in=3600):
-    answers = [{"json": {"access_token": v, "token_type": "Bearer", "expires_in": expires_in}} for v in values]
+    answers = [
+        {"json": {"access_token": v, "token_type": "Bearer", "expires_in": expires_in}} for v in values
+    ]
     return requests_mock.post(TOKEN_URL, answers)
 
 
@@ -63,7 +65,9 @@ def test_token_exchange_is_form_encoded_with_basic_auth(client, requests_mock):
     exchange = token_route.last_request
     assert parse_qs(exchange.text) == {"grant_type": ["client_credentials"]}
     assert exchange.headers["Content-Type"] == "application/x-www-form-urlencoded"
-    assert exchange.headers["Authorization"] == "Basic " + base64.b64encode(f"AKID:{SECRET}".encode()).decode()
+    assert (
+        exchange.headers["Authorization"] == "Basic " + base64.b64encode(f"AKID:{SECRET}".encode()).decode()
+    )
     call = accounts.last_request
     assert call.headers["Authorization"] == "Bearer tok-1"
     assert call.headers["User-Agent"] == "test-agent/1"
@@ -81,7 +85,9 @@ def test_paths_relative_to_org_or_absolute(client, requests_mock):
 def test_list_params_are_comma_separated_and_empty_body_is_none(client, requests_mock):
     tokens(requests_mock, "tok")
     route = requests_mock.delete(f"{API}/organizations/{ORG}/accounts/a1", status_code=200, content=b"")
-    assert client.request("DELETE", "accounts/a1", params={"ids": ["a", "b"], "skip": None, "x": True}) is None
+    assert (
+        client.request("DELETE", "accounts/a1", params={"ids": ["a", "b"], "skip": None, "x": True}) is None
+    )
     assert route.last_request.qs == {"ids": ["a,b"], "x": ["true"]}
 
 
@@ -114,7 +120,9 @@ def test_403_with_cached_token_refreshes_once_and_succeeds(client, requests_mock
 
 def test_second_refusal_is_an_auth_error_not_a_loop(client, requests_mock):
     token_route = tokens(requests_mock, "t1", "t2", "t3")
-    route = requests_mock.get(f"{API}/organizations/{ORG}/accounts", status_code=403, json={"message": "Forbidden"})
+    route = requests_mock.get(
+        f"{API}/organizations/{ORG}/accounts", status_code=403, json={"message": "Forbidden"}
+    )
     with pytest.raises(M3terAuthError) as err:
         client.request("GET", "accounts")
     assert route.call_count == 2
@@ -162,7 +170,9 @@ def test_429_honours_retry_after_seconds_and_http_dates(client, requests_mock):
 
 def test_retries_stop_at_max_retries(client, requests_mock):
     tokens(requests_mock, "tok")
-    route = requests_mock.get(f"{API}/organizations/{ORG}/meters", status_code=429, json={"message": "Too many"})
+    route = requests_mock.get(
+        f"{API}/organizations/{ORG}/meters", status_code=429, json={"message": "Too many"}
+    )
     with pytest.raises(M3terRateLimitError) as err:
         client.request("GET", "meters")
     assert route.call_count == 4  # 1 + max_retries (3)
@@ -172,7 +182,9 @@ def test_retries_stop_at_max_retries(client, requests_mock):
 
 def test_a_create_is_not_retried_where_m3ter_may_have_processed_it(client, requests_mock):
     tokens(requests_mock, "tok")
-    route = requests_mock.post(f"{API}/organizations/{ORG}/billjobs", status_code=500, json={"message": "oops"})
+    route = requests_mock.post(
+        f"{API}/organizations/{ORG}/billjobs", status_code=500, json={"message": "oops"}
+    )
     with pytest.raises(M3terAPIError, match="HTTP 500"):
         client.request("POST", "billjobs", json={})
     assert route.call_count == 1
@@ -190,7 +202,9 @@ def test_a_dropped_connection_retries_reads_but_not_creates(client, requests_moc
         [{"exc": requests.exceptions.ConnectionError("reset")}, {"json": {"data": []}}],
     )
     assert client.request("GET", "plans") == {"data": []}
-    create = requests_mock.post(f"{API}/organizations/{ORG}/plans", exc=requests.exceptions.ReadTimeout("slow"))
+    create = requests_mock.post(
+        f"{API}/organizations/{ORG}/plans", exc=requests.exceptions.ReadTimeout("slow")
+    )
     with pytest.raises(M3terTransportError, match="may have processed it"):
         client.request("POST", "plans", json={"name": "p"})
     assert create.call_count == 1
@@ -198,7 +212,9 @@ def test_a_dropped_connection_retries_reads_but_not_creates(client, requests_moc
 
 def test_errors_carry_method_path_status_and_message(client, requests_mock):
     tokens(requests_mock, "secret-token-value")
-    requests_mock.get(f"{API}/organizations/{ORG}/accounts/nope", status_code=404, json={"message": "No such"})
+    requests_mock.get(
+        f"{API}/organizations/{ORG}/accounts/nope", status_code=404, json={"message": "No such"}
+    )
     with pytest.raises(M3terAPIError) as err:
         client.request("GET", "accounts/nope")
     assert err.value.status == 404
@@ -269,7 +285,14 @@ def test_secret_and_tokens_stay_out_of_logs_reprs_and_errors(client, requests_mo
     )
     with pytest.raises(M3terAPIError) as err:
         client.request("GET", "accounts")
-    seen = [caplog.text, str(err.value), repr(err.value), repr(client), repr(client.settings), repr(client.credentials)]
+    seen = [
+        caplog.text,
+        str(err.value),
+        repr(err.value),
+        repr(client),
+        repr(client.settings),
+        repr(client.credentials),
+    ]
     for text in seen:
         for secret in (SECRET, "tok-abcdef-123456", "tok-ghijkl-789012", "Bearer", "Basic "):
             assert secret not in text

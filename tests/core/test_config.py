@@ -54,7 +54,9 @@ def test_prefixed_extras_are_read_and_plain_names_win():
 
 
 def test_null_and_empty_extras_fall_back_to_defaults():
-    s = settings(extra={"org_id": "o", "ingest_url": None, "token_url": "", "timeout": None, "max_retries": ""})
+    s = settings(
+        extra={"org_id": "o", "ingest_url": None, "token_url": "", "timeout": None, "max_retries": ""}
+    )
     assert s.ingest_url == "https://ingest.m3ter.com"
     assert s.token_url == "https://api.m3ter.com/oauth/token"
     assert (s.timeout, s.max_retries) == (60.0, 5)

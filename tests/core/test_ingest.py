@@ -64,7 +64,10 @@ def test_a_measurement_too_large_alone_is_refused():
         ({"account": "a", "meter": "m", "ts": "2026-01-01"}, "not an ISO-8601"),
         ({"account": "a", "meter": "m", "ts": "2026-01-01T00:00:00Z", "uid": "u" * 51}, "'uid'"),
         ({"account": " a", "meter": "m", "ts": "2026-01-01T00:00:00Z"}, "white space"),
-        ({"account": "a", "meter": "m", "ts": "2026-01-01T00:00:00Z", "measure": {"x": "1"}}, "finite number"),
+        (
+            {"account": "a", "meter": "m", "ts": "2026-01-01T00:00:00Z", "measure": {"x": "1"}},
+            "finite number",
+        ),
         ({"account": "a", "meter": "m", "ts": "2026-01-01T00:00:00Z", "who": {"x": 1}}, "string"),
         ({"account": "a", "meter": "m", "ts": "2026-01-01T00:00:00Z", "amount": 3}, "unknown field"),
         ("not a dict", "must be a dict"),

@@ -1,0 +1,92 @@
+"""get_provider_info() validates against the schema shipped inside the installed Airflow."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import json
+import pathlib
+import subprocess
+import sys
+
+import airflow
+import jsonschema
+import pytest
+
+from m3ter_provider import get_provider_info
+from m3ter_provider.hooks.m3ter import M3terHook
+
+
+def test_provider_info_validates_against_airflows_schema():
+    schema_path = pathlib.Path(airflow.__file__).parent / "provider_info.schema.json"
+    schema = json.loads(schema_path.read_text())
+    jsonschema.validate(get_provider_info(), schema)
+
+
+def test_entry_point_points_at_get_provider_info():
+    eps = importlib.metadata.entry_points(group="apache_airflow_provider")
+    ours = [ep for ep in eps if ep.value == "m3ter_provider:get_provider_info"]
+    assert len(ours) == 1
+    assert ours[0].load()()["package-name"] == "airflow-provider-m3ter"
+
+
+def test_every_class_named_in_provider_info_imports():
+    info = get_provider_info()
+    names = [c["hook-class-name"] for c in info["connection-types"]]
+    names += [link for link in info.get("extra-links", [])]
+    for name in names:
+        module, _, attr = name.rpartition(".")
+        assert getattr(importlib.import_module(module), attr)
+    for section in ("hooks", "operators", "sensors", "triggers"):
+        for entry in info.get(section, []):
+            for module in (
+                entry["python-modules"] if "python-modules" in entry else entry.get("python-module", [])
+            ):
+                importlib.import_module(module)
+
+
+def test_connection_type_declares_fields_and_behaviour():
+    (conn,) = get_provider_info()["connection-types"]
+    assert conn["connection-type"] == M3terHook.conn_type == "m3ter"
+    assert conn["hook-name"] == M3terHook.hook_name
+    assert set(conn["conn-fields"]) == {
+        "org_id",
+        "ingest_url",
+        "token_url",
+        "console_url",
+        "timeout",
+        "max_retries",
+    }
+    assert conn["ui-field-behaviour"]["relabeling"]["login"] == "Access Key id"
+    assert conn["ui-field-behaviour"]["relabeling"]["password"] == "Api Secret"
+
+
+def test_airflow_cli_lists_the_provider_and_its_connection_type():
+    airflow_bin = pathlib.Path(sys.executable).parent / "airflow"
+    providers = subprocess.run(
+        [airflow_bin, "providers", "list", "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert "airflow-provider-m3ter" in {p["package_name"] for p in json.loads(providers.stdout)}
+    hooks = subprocess.run(
+        [airflow_bin, "providers", "hooks", "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    rows = {row["connection_type"]: row for row in json.loads(hooks.stdout)}
+    assert rows["m3ter"]["class"] == "m3ter_provider.hooks.m3ter.M3terHook"
+    assert rows["m3ter"]["conn_id_attribute_name"] == "m3ter_conn_id"
+
+
+def test_legacy_form_methods_for_airflow_before_3_2():
+    pytest.importorskip("wtforms")
+    widgets = M3terHook.get_connection_form_widgets()
+    assert set(widgets) == {"org_id", "ingest_url", "token_url", "console_url", "timeout", "max_retries"}
+    behaviour = M3terHook.get_ui_field_behaviour()
+    assert behaviour["relabeling"]["host"] == "API URL"
+    assert "extra" in behaviour["hidden_fields"]
