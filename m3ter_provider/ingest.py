@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -31,8 +32,14 @@ REQUIRED_FIELDS = ("account", "meter", "ts")
 STRING_MAPS = ("who", "where", "what", "other", "metadata")
 NUMBER_MAPS = ("measure", "cost", "income")
 KNOWN_FIELDS = frozenset({*REQUIRED_FIELDS, "uid", "ets", *STRING_MAPS, *NUMBER_MAPS})
+_STRING_MAP_SET = frozenset(STRING_MAPS)
+_NUMBER_MAP_SET = frozenset(NUMBER_MAPS)
 
 _PREFIX = b'{"measurements":['
+#: control characters anywhere, or white space at either end: m3ter's pattern for codes refuses both
+_BAD_CODE = re.compile(r"[\x00-\x1f\x7f]|^\s|\s$")
+#: one encoder for every measurement (json.dumps with options builds a new one per call)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _SUFFIX = b"]}"
 
 
@@ -89,7 +96,7 @@ def _check_code(measurement: Mapping[str, Any], field: str, where: str) -> None:
         raise M3terValidationError(
             f"{where}: {field!r} is {len(value)} characters long; m3ter allows at most {MAX_CODE_LENGTH}."
         )
-    if value != value.strip() or any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+    if _BAD_CODE.search(value):
         raise M3terValidationError(
             f"{where}: {field!r} {value!r} has leading/trailing white space or control characters."
         )
@@ -105,15 +112,22 @@ def validate_measurement(measurement: Any, position: int) -> dict[str, Any]:
         raise M3terValidationError(
             f"{where} is a {type(measurement).__name__}; each measurement must be a dict."
         )
-    unknown = set(measurement) - KNOWN_FIELDS
+    unknown = []
+    for key, value in measurement.items():
+        if key in _STRING_MAP_SET:
+            _check_map(value, key, where, numbers=False)
+        elif key in _NUMBER_MAP_SET:
+            _check_map(value, key, where, numbers=True)
+        elif key not in KNOWN_FIELDS:
+            unknown.append(key)
     if unknown:
         raise M3terValidationError(
-            f"{where}: unknown field(s) {sorted(unknown)}; m3ter takes {sorted(KNOWN_FIELDS)}."
+            f"{where}: unknown field(s) {sorted(map(str, unknown))}; m3ter takes {sorted(KNOWN_FIELDS)}."
         )
     _check_code(measurement, "account", where)
     _check_code(measurement, "meter", where)
     out = dict(measurement)
-    if "ts" not in measurement or measurement["ts"] is None:
+    if measurement.get("ts") is None:
         raise M3terValidationError(
             f"{where}: 'ts' is required: give the usage time as ISO-8601, e.g. '2026-01-31T12:00:00Z'."
         )
@@ -125,10 +139,6 @@ def validate_measurement(measurement: Any, position: int) -> dict[str, Any]:
         raise M3terValidationError(
             f"{where}: 'uid' must be a non-empty string of at most {MAX_UID_LENGTH} characters."
         )
-    for name in STRING_MAPS:
-        _check_map(measurement.get(name), name, where, numbers=False)
-    for name in NUMBER_MAPS:
-        _check_map(measurement.get(name), name, where, numbers=True)
     return out
 
 
@@ -176,7 +186,7 @@ def prepare_batches(
         if uid_namespace is not None and "uid" not in item:
             item["uid"] = deterministic_uid(uid_namespace, position)
         try:
-            data = json.dumps(item, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+            data = _ENCODER.encode(item).encode()
         except (TypeError, ValueError) as exc:
             raise M3terValidationError(f"measurement #{position} cannot be encoded as JSON: {exc}.") from None
         if overhead + len(data) >= max_bytes:
