@@ -10,7 +10,7 @@ from urllib.parse import parse_qs
 import pytest
 import requests
 
-from m3ter_provider.auth import TokenCache
+from m3ter_provider.auth import Token, TokenCache
 from m3ter_provider.client import M3terClient
 from m3ter_provider.config import M3terSettings
 from m3ter_provider.errors import (
@@ -318,3 +318,30 @@ def test_json_body_is_sent_compact(client, requests_mock):
     route = requests_mock.post(f"{API}/organizations/{ORG}/accounts", json={"id": "x"})
     client.request("POST", "accounts", json={"code": "acme", "name": "Acme"})
     assert json.loads(route.last_request.body) == {"code": "acme", "name": "Acme"}
+
+
+def test_connection_refused_is_retried_even_for_a_create(clock):
+    import socket
+
+    with socket.socket() as probe:  # a local port with nothing listening
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = M3terSettings.from_connection_fields(
+        "m3ter_down", login="AKID", password=SECRET, host=f"http://127.0.0.1:{port}", extra={"org_id": ORG}
+    )
+    cache = TokenCache(clock=clock)
+    client = M3terClient(settings, token_cache=cache)
+    client.sleeps = []
+    client.sleep = client.sleeps.append
+    with pytest.raises(M3terTransportError) as err:  # the token exchange itself
+        client.get_token()
+    assert "POST /oauth/token" in str(err.value) and "connection refused" in str(err.value)
+    assert "after 6 attempts" in str(err.value) and "'m3ter_down'" in str(err.value)
+    # with a cached token, the create itself meets the refused connection: m3ter never saw it
+    cache.get(client.credentials, lambda _c: Token(value="cached", expires_at=1e12, refresh_at=1e12))
+    client.sleeps.clear()
+    with pytest.raises(M3terTransportError) as err:
+        client.request("POST", "billjobs", json={})
+    assert "POST /organizations/org-1/billjobs" in str(err.value)
+    assert "after 6 attempts" in str(err.value)
+    assert len(client.sleeps) == 5

@@ -252,3 +252,23 @@ def test_the_secret_and_tokens_never_reach_logs_or_errors(m3ter_emulator, monkey
         for secret in (m3ter_emulator.api_secret, *tokens):
             assert secret not in text
     assert "Authorization" not in caplog.text
+
+
+def test_concurrent_batches_survive_faults_and_store_each_measurement_once(m3ter_conn):
+    rows = make_measurements(8000)
+    m3ter_conn.add_fault(MEASUREMENTS, status=429, times=3)
+    m3ter_conn.add_fault(MEASUREMENTS, status=502, times=2)
+    hook = hook_without_sleeping()
+    summary = hook.submit_measurements(rows, uid_namespace="concurrent", concurrency=4)
+    stats = m3ter_conn.stats()
+    assert stats["measurements_stored"] == 8000
+    assert stats["statuses"][MEASUREMENTS] == {"429": 3, "502": 2, "200": summary["requests"]}
+    assert stats["token_exchanges"] == 1
+    assert len(hook.client.sleeps) == 5
+
+
+@pytest.mark.parametrize("concurrency", [0, 11, 2.5, True])
+def test_concurrency_out_of_range_is_refused_before_sending(m3ter_conn, concurrency):
+    with pytest.raises(ValueError, match="concurrency"):
+        M3terHook().submit_measurements(make_measurements(2), concurrency=concurrency)
+    assert m3ter_conn.stats()["requests_total"] == 0
