@@ -1,0 +1,222 @@
+"""The emulator's state and request dispatch: faults, stats, auth, then the route's handler."""
+
+from __future__ import annotations
+
+import copy
+import http
+import itertools
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+
+from . import api_billing, api_config, api_control, api_exports
+from .auth import TokenIssuer, service_user_id
+from .common import ApiError, iso, utcnow
+from .control import FaultBook, Stats
+from .files import PresignedUrls
+from .jobs import Job, JobBoard
+from .measurements import MeasurementLog
+from .routing import Request, Response, Router, error_response, json_response
+from .store import EntityStore
+
+
+class EmulatorApp:
+    """Everything the emulator knows, behind one lock; ``handle`` answers one request."""
+
+    def __init__(
+        self,
+        *,
+        org_id: str,
+        access_key_id: str,
+        api_secret: str,
+        token_expires_in: int,
+        job_duration: float,
+    ) -> None:
+        self.lock = threading.RLock()
+        self.org_id = org_id
+        self.access_key_id = access_key_id
+        self.base_url = ""
+        self.tokens = TokenIssuer(org_id, access_key_id, api_secret, token_expires_in)
+        self.service_user_id = service_user_id(access_key_id)
+        self.actor = f"SERVICE_USER_{self.service_user_id}"
+        sequence = itertools.count().__next__
+        self.store = EntityStore(self.actor, sequence)
+        self.measurements = MeasurementLog(self._ensure_account)
+        self.jobs = JobBoard(job_duration, self._settle, sequence=sequence)
+        self.urls = PresignedUrls()
+        self.stats = Stats()
+        self.faults = FaultBook()
+        self.settle_hooks: dict[str, Callable[[Job], None]] = {}
+        created = iso(utcnow())
+        self.org_config = self._org_config(created)
+        self.me = self._me(created)
+        self.router = Router()
+        api_config.register(self.router, self)
+        api_control.register(self.router, self)
+        api_exports.register(self.router, self)
+        api_billing.register(self.router, self)
+
+    # -- dispatch ---------------------------------------------------------------------------
+    def handle(self, req: Request) -> Response:
+        """Answer one request: route, count, apply a planned fault, authorize, run the handler."""
+        try:
+            route, req.params = self.router.resolve(req.method, req.path)
+        except ApiError as error:
+            if not req.path.startswith("/_emulator/"):
+                with self.lock:
+                    key = f"{req.method} (unmatched)"
+                    self.stats.count_request(key)
+                    self.stats.count_status(key, error.status)
+            return error_response(error.status, error.message, error.headers)
+        fault = None
+        if route.counted:
+            with self.lock:
+                self.stats.count_request(route.key)
+                fault = self.faults.take(req.method, route.template)
+        if fault is not None:
+            if fault.delay:
+                time.sleep(fault.delay)
+            if fault.drop or fault.status is not None:
+                response = self._fault_response(fault.status, fault.retry_after, fault.body, fault.drop)
+                with self.lock:
+                    self.stats.count_status(route.key, "dropped" if fault.drop else response.status)
+                return response
+        with self.lock:
+            try:
+                self.jobs.advance()
+                if route.auth:
+                    self._authorize(req)
+                response = route.handler(req)
+            except ApiError as error:
+                response = error_response(error.status, error.message, error.headers)
+            except Exception as error:  # a bug in the emulator: say so, loudly
+                traceback.print_exc(file=sys.stderr)
+                response = error_response(500, f"m3ter emulator internal error: {error!r}")
+            if route.counted:
+                self.stats.count_status(route.key, response.status)
+        return response
+
+    def _authorize(self, req: Request) -> None:
+        self.tokens.check_bearer(req.header("Authorization"))
+        org = req.params.get("orgId")
+        if org is not None and org != self.org_id:
+            raise ApiError(403, f"Forbidden: no access to organization {org!r}")
+
+    @staticmethod
+    def _fault_response(status: int | None, retry_after: str | None, body: object, drop: bool) -> Response:
+        if drop or status is None:
+            return Response(drop=True)
+        headers = {"Retry-After": retry_after} if retry_after is not None else {}
+        if body is None:
+            try:
+                phrase = http.HTTPStatus(status).phrase
+            except ValueError:
+                phrase = "Error"
+            body = {"message": f"{phrase} (emulated fault)"}
+        return json_response(body, status, headers)
+
+    # -- state ------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Clear data, stats, faults, tokens, jobs and URLs (configuration stays)."""
+        with self.lock:
+            self.store.reset()
+            self.measurements.reset()
+            self.jobs.reset()
+            self.urls.reset()
+            self.stats.reset()
+            self.faults.clear()
+            self.tokens.reset()
+
+    def snapshot_stats(self) -> dict:
+        """The stats as ``GET /_emulator/stats`` answers them."""
+        with self.lock:
+            self.jobs.advance()
+            return self.stats.snapshot(
+                measurements_stored=len(self.measurements.items),
+                measurements_duplicates=self.measurements.duplicates,
+            )
+
+    def fault_views(self) -> list[dict]:
+        """The planned faults, JSON-ready."""
+        with self.lock:
+            return [fault.as_dict() for fault in self.faults.faults]
+
+    def expire_tokens(self) -> int:
+        """Expire every issued token now; return how many."""
+        with self.lock:
+            return self.tokens.expire_all()
+
+    def stored_measurements(self) -> list[dict]:
+        """Copies of the stored measurements in arrival order (settling due jobs first)."""
+        with self.lock:
+            self.jobs.advance()
+            return copy.deepcopy(self.measurements.items)
+
+    def absolute(self, path: str) -> str:
+        """``path`` on this server (for presigned-style URLs)."""
+        return f"{self.base_url}{path}"
+
+    def _ensure_account(self, code: str) -> None:
+        """m3ter auto-creates a skeleton Account for an unknown account code in a measurement."""
+        if self.store.find_by_code("accounts", code) is None:
+            self.store.insert("accounts", {"code": code, "name": code})
+
+    def _settle(self, job: Job) -> None:
+        hook = self.settle_hooks.get(job.kind)
+        if hook is not None:
+            hook(job)
+
+    def _org_config(self, created: str) -> dict:
+        return {
+            "id": self.org_id,
+            "version": 1,
+            "timezone": "UTC",
+            "yearEpoch": "2022-01-01",
+            "monthEpoch": "2022-01-01",
+            "weekEpoch": "2022-01-04",
+            "dayEpoch": "2022-01-01",
+            "currency": "USD",
+            "daysBeforeBillDue": 1,
+            "standingChargeBillInAdvance": False,
+            "commitmentFeeBillInAdvance": False,
+            "minimumSpendBillInAdvance": False,
+            "externalInvoiceDate": "FIRST_DAY_OF_NEXT_PERIOD",
+            "suppressedEmptyBills": False,
+            "consolidateBills": False,
+            "autoGenerateStatementMode": "NONE",
+            "creditApplicationOrder": ["PREPAYMENT", "BALANCE"],
+            "allowNegativeBalances": False,
+            "allowOverlappingPlans": False,
+            "createdBy": self.actor,
+            "dtCreated": created,
+            "lastModifiedBy": self.actor,
+            "dtLastModified": created,
+        }
+
+    def _me(self, created: str) -> dict:
+        audit = {
+            "createdBy": self.actor,
+            "dtCreated": created,
+            "lastModifiedBy": self.actor,
+            "dtLastModified": created,
+        }
+        return {
+            "serviceUser": {
+                "id": self.service_user_id,
+                "version": 1,
+                "name": "m3ter emulator service user",
+                **audit,
+            },
+            "organization": {
+                "id": self.org_id,
+                "version": 1,
+                "orgId": self.org_id,
+                "organizationName": "m3ter emulator",
+                "shortName": self.org_id,
+                "type": "SANDBOX",
+                "status": "ACTIVE",
+                **audit,
+            },
+        }
