@@ -38,6 +38,10 @@ _NUMBER_MAP_SET = frozenset(NUMBER_MAPS)
 _PREFIX = b'{"measurements":['
 #: control characters anywhere, or white space at either end: m3ter's pattern for codes refuses both
 _BAD_CODE = re.compile(r"[\x00-\x1f\x7f]|^\s|\s$")
+#: m3ter's ``date-time`` format (RFC 3339): a date, a time and a UTC offset
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.\d+)?(?:[Zz]|[+-](?:[01]\d|2[0-3]):[0-5]\d)\Z"
+)
 #: one encoder for every measurement (json.dumps with options builds a new one per call)
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _SUFFIX = b"]}"
@@ -74,14 +78,15 @@ def normalise_timestamp(value: Any, field: str, where: str) -> str:
             f"not {type(value).__name__}."
         )
     text = value.strip()
+    match = _RFC3339.match(text)
     try:
-        parsed = dt.datetime.fromisoformat(text[:-1] + "+00:00" if text[-1] in "zZ" else text)
-    except ValueError:
-        parsed = None
-    if parsed is None or ("T" not in text.upper() and " " not in text):
+        valid = match is not None and bool(dt.datetime(*map(int, match.groups())))
+    except ValueError:  # a month 13, a February 30th...
+        valid = False
+    if not valid:
         raise M3terValidationError(
-            f"{where}: {field!r} is {value!r}, not an ISO-8601 date-time; give one such as "
-            "'2026-01-31T12:00:00Z'."
+            f"{where}: {field!r} is {value!r}, not an RFC 3339 date-time with a UTC offset (m3ter's "
+            "'date-time' format); give one such as '2026-01-31T12:00:00Z'."
         )
     return text
 

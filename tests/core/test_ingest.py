@@ -60,8 +60,11 @@ def test_a_measurement_too_large_alone_is_refused():
         ({"account": "a", "ts": "2026-01-01T00:00:00Z"}, "'meter' is required"),
         ({"account": "a", "meter": "m"}, "'ts' is required"),
         ({"account": "a" * 81, "meter": "m", "ts": "2026-01-01T00:00:00Z"}, "at most 80"),
-        ({"account": "a", "meter": "m", "ts": "yesterday"}, "not an ISO-8601"),
-        ({"account": "a", "meter": "m", "ts": "2026-01-01"}, "not an ISO-8601"),
+        ({"account": "a", "meter": "m", "ts": "yesterday"}, "not an RFC 3339"),
+        ({"account": "a", "meter": "m", "ts": "2026-01-01"}, "not an RFC 3339"),
+        ({"account": "a", "meter": "m", "ts": "2026-01-01T00:00:00"}, "with a UTC offset"),
+        ({"account": "a", "meter": "m", "ts": "2026-02-30T00:00:00Z"}, "not an RFC 3339"),
+        ({"account": "a", "meter": "m", "ts": "2026-01-01T00:00:00Z", "ets": "soon"}, "'ets'"),
         ({"account": "a", "meter": "m", "ts": "2026-01-01T00:00:00Z", "uid": "u" * 51}, "'uid'"),
         ({"account": " a", "meter": "m", "ts": "2026-01-01T00:00:00Z"}, "white space"),
         (
@@ -77,6 +80,13 @@ def test_bad_measurements_name_position_and_field(row, text):
     with pytest.raises(M3terValidationError, match=text) as err:
         prepare_batches([m(0), row])
     assert "measurement #1" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "ts", ["2026-01-31T12:00:00Z", "2026-01-31T12:00:00.123456+01:00", "2026-01-31t12:00:00.5-05:30"]
+)
+def test_rfc3339_timestamps_are_accepted_as_given(ts):
+    assert validate_measurement(m(ts=ts), 0)["ts"] == ts
 
 
 def test_datetimes_are_accepted_when_timezone_aware():
