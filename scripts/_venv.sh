@@ -1,4 +1,6 @@
-# Shared by scripts/demo and scripts/test: create .venv and install the project into it once.
+# Shared by scripts/demo and scripts/test: create a venv and install the project into it once.
+# M3TER_VENV picks the venv folder (default .venv); M3TER_AIRFLOW adds a pip requirement for Airflow
+# itself (e.g. "apache-airflow==2.11.*") to test against another supported Airflow.
 # Re-installs when pyproject.toml changed since the last install.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -9,10 +11,12 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 stamp="$VENV/.m3ter-installed"
-if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
-  echo "==> installing airflow-provider-m3ter and its test tools into $VENV (first run takes a few minutes)"
+if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ] || [ "$(cat "$stamp")" != "${M3TER_AIRFLOW:-}" ]; then
+  echo "==> installing airflow-provider-m3ter and its test tools into $VENV ${M3TER_AIRFLOW:+with $M3TER_AIRFLOW }(first run takes a few minutes)"
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet -e "$ROOT[test]"
-  touch "$stamp"
+  # shellcheck disable=SC2086
+  "$VENV/bin/python" -m pip install --quiet -e "$ROOT[test]" ${M3TER_AIRFLOW:+"$M3TER_AIRFLOW"}
+  printf '%s' "${M3TER_AIRFLOW:-}" > "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"
+"$VENV/bin/python" -c 'import importlib.metadata as m; print("==> Airflow", m.version("apache-airflow"))'
