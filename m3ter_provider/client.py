@@ -6,6 +6,7 @@ itself imports nothing from Airflow, so it is tested and benchmarked on its own.
 
 from __future__ import annotations
 
+import concurrent.futures
 import email.utils
 import json as jsonlib
 import logging
@@ -52,6 +53,8 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 #: statuses after which m3ter did not process the request: a create may be retried safely
 UNPROCESSED_STATUSES = frozenset({429, 503})
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+#: measurement batches in flight at once by default
+DEFAULT_INGEST_CONCURRENCY = 4
 #: longest Retry-After honoured, in seconds
 MAX_RETRY_AFTER = 300.0
 
@@ -376,6 +379,7 @@ class M3terClient:
         measurements: Iterable[Mapping[str, Any]],
         *,
         uid_namespace: str | None = None,
+        concurrency: int = DEFAULT_INGEST_CONCURRENCY,
         max_items: int = ingest.MAX_MEASUREMENTS_PER_REQUEST,
         max_bytes: int = ingest.MAX_REQUEST_BYTES,
     ) -> dict[str, Any]:
@@ -387,21 +391,44 @@ class M3terClient:
 
         :param uid_namespace: when given, a measurement without a ``uid`` gets one derived from
             this namespace and its position, so a re-run sends the same uids.
+        :param concurrency: batches in flight at once (1 to 10; m3ter allows 50 ingest requests/s
+            per Organization, and a 429 is retried).
         :return: ``{"measurements": n, "requests": k, "bytes": b}``.
         """
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 10:
+            raise M3terConfigError(f"concurrency {concurrency!r}: give a whole number from 1 to 10.")
         batches = ingest.prepare_batches(
             measurements, uid_namespace=uid_namespace, max_items=max_items, max_bytes=max_bytes
         )
         total = sum(batch.count for batch in batches)
         url = self.url("measurements", ingest_api=True)
         progress = ingest.Progress(total, log)
-        sent_bytes = 0
-        for number, batch in enumerate(batches, 1):
+        lock = threading.Lock()
+        sent = {"requests": 0, "bytes": 0}
+
+        def post(batch: ingest.Batch) -> None:
             self.send("POST", url, body=batch.body, idempotent=True)
-            sent_bytes += len(batch.body)
-            progress.update(batch.count, number)
-        progress.done(len(batches))
-        return {"measurements": total, "requests": len(batches), "bytes": sent_bytes}
+            with lock:
+                sent["requests"] += 1
+                sent["bytes"] += len(batch.body)
+                progress.update(batch.count, sent["requests"])
+
+        workers = min(concurrency, len(batches))
+        if workers <= 1:
+            for batch in batches:
+                post(batch)
+        else:
+            with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="m3ter-ingest") as pool:
+                futures = [pool.submit(post, batch) for batch in batches]
+                try:
+                    for future in concurrent.futures.as_completed(futures):
+                        future.result()
+                except BaseException:
+                    for future in futures:
+                        future.cancel()
+                    raise
+        progress.done(sent["requests"])
+        return {"measurements": total, "requests": sent["requests"], "bytes": sent["bytes"]}
 
     # ---------------------------------------------------------------- long-running jobs
     def get_job(self, kind: str | JobKind, job_id: str) -> dict[str, Any]:
@@ -496,6 +523,50 @@ class M3terClient:
         log.info("Downloaded %s bytes to %s.", f"{written:,}", destination)
         return {"destination": str(destination), "bytes": written}
 
+    # ---------------------------------------------------------------- tokens held outside the client
+    def invalidate_token(self, value: str) -> None:
+        """Drop the cached token if it is ``value``: a caller that sent it itself (the async trigger)
+        saw m3ter refuse it. The next :meth:`get_token` exchanges the credentials again."""
+        token = self._last_token
+        if token is not None and token.value == value:
+            self._token_cache.invalidate(self.credentials, token)
+
+    # ---------------------------------------------------------------- bill jobs
+    def start_bill_job(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """``POST billjobs`` (not retried where m3ter may have processed it) and return the new job."""
+        job = self.request("POST", "billjobs", json=dict(body))
+        if not isinstance(job, dict) or not job.get("id"):
+            raise M3terAPIError(
+                "m3ter answered without a bill job id",
+                method="POST",
+                path=_path(self.url("billjobs")),
+                hint="Check the API URL of the connection points at m3ter's Config API.",
+            )
+        return job
+
+    def find_active_bill_job(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The oldest active bill job (``GET billjobs?active=true``) created for the same request.
+
+        A job matches when it bills the same set of ``accountIds`` and agrees on every other field
+        of ``body`` that m3ter echoes in the job (``billDate``, ``lastDateInBillingPeriod``,
+        ``billingFrequency``, ``dueDate``...). Used on a retry so a second job is not created.
+        """
+        for job in self.paginate("billjobs", params={"active": "true"}, page_size=100):
+            if isinstance(job, dict) and bill_job_matches(job, body):
+                return job
+        return None
+
+    def bill_ids(self, job: Mapping[str, Any]) -> list[str]:
+        """The ids of the bills a finished bill job produced (``billIds``, else ``GET bills?billJobId=``)."""
+        ids = job.get("billIds")
+        if isinstance(ids, list) and ids:
+            return [str(i) for i in ids]
+        return [
+            str(bill["id"])
+            for bill in self.paginate("bills", params={"billJobId": job["id"]}, page_size=100)
+            if isinstance(bill, dict) and bill.get("id")
+        ]
+
 
 def _open_for_write(destination: Any) -> Callable[[], Any]:
     """A zero-argument opener for a local path (parents created) or any object with ``open("wb")``."""
@@ -589,3 +660,29 @@ def _transport_reason(exc: BaseException) -> str:
     if _never_sent(exc):
         return "connection refused"
     return "connection dropped"
+
+
+#: bill job request fields m3ter echoes in the job, compared when looking for a job already started
+BILL_JOB_MATCH_FIELDS = (
+    "billDate",
+    "lastDateInBillingPeriod",
+    "billingFrequency",
+    "billFrequencyInterval",
+    "dueDate",
+    "externalInvoiceDate",
+    "targetCurrency",
+    "timezone",
+)
+
+
+def bill_job_matches(job: Mapping[str, Any], body: Mapping[str, Any]) -> bool:
+    """Whether bill ``job`` was created from a request like ``body`` (same accounts, same dates)."""
+    if job.get("type") not in (None, "CREATE"):
+        return False
+    if set(job.get("accountIds") or ()) != set(body.get("accountIds") or ()):
+        return False
+    return all(
+        str(job.get(field)) == str(body[field])
+        for field in BILL_JOB_MATCH_FIELDS
+        if body.get(field) is not None
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.metadata
 import importlib.util
 from collections.abc import Iterable, Iterator, Mapping
@@ -12,7 +13,7 @@ import requests
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 
 from m3ter_provider import __version__
-from m3ter_provider.client import M3terClient
+from m3ter_provider.client import DEFAULT_INGEST_CONCURRENCY, M3terClient
 from m3ter_provider.config import EXTRA_FIELDS, M3terSettings
 from m3ter_provider.errors import M3terError
 from m3ter_provider.jobs import DATA_EXPORT, JobKind, data_export_body
@@ -135,7 +136,11 @@ class M3terHook(BaseHook):
         return self.client.paginate(path, params=params, page_size=page_size)
 
     def submit_measurements(
-        self, measurements: Iterable[Mapping[str, Any]], *, uid_namespace: str | None = None
+        self,
+        measurements: Iterable[Mapping[str, Any]],
+        *,
+        uid_namespace: str | None = None,
+        concurrency: int = DEFAULT_INGEST_CONCURRENCY,
     ) -> dict[str, Any]:
         """Validate, then post measurements to the ingest API within m3ter's limits.
 
@@ -145,9 +150,12 @@ class M3terHook(BaseHook):
 
         :param uid_namespace: give measurements without a ``uid`` one derived from this string and
             their position, so re-running the same submission does not double-count.
+        :param concurrency: batches in flight at once (1 to 10, default 4).
         :return: ``{"measurements": n, "requests": k, "bytes": b}``.
         """
-        return self.client.submit_measurements(measurements, uid_namespace=uid_namespace)
+        return self.client.submit_measurements(
+            measurements, uid_namespace=uid_namespace, concurrency=concurrency
+        )
 
     # ---------------------------------------------------------------- long-running jobs
     def get_job(self, kind: str | JobKind, job_id: str) -> dict[str, Any]:
@@ -263,3 +271,58 @@ class M3terHook(BaseHook):
             "relabeling": _UI_FIELD_BEHAVIOUR["relabeling"],
             "placeholders": _UI_FIELD_BEHAVIOUR["placeholders"],
         }
+
+    # ---------------------------------------------------------------- async (triggers)
+    async def aget_client(self) -> M3terClient:
+        """The hook's client, reading the connection without blocking the event loop.
+
+        On Airflow 3 the connection comes from ``aget_connection`` (the task SDK's async path; a
+        sync read from the triggerer's event loop can deadlock); on Airflow 2 it is read on a
+        worker thread. The settings are cached on the hook, so ``client`` and ``settings`` work after.
+        """
+        if "settings" not in self.__dict__:
+            aget_connection = getattr(self, "aget_connection", None)
+            if aget_connection is not None:
+                conn = await aget_connection(self.m3ter_conn_id)
+            else:  # Airflow 2: no async connection API
+                conn = await asyncio.to_thread(self.get_connection, self.m3ter_conn_id)
+            if conn.password:
+                mask_secret(conn.password)
+            self.__dict__["settings"] = M3terSettings.from_connection_fields(
+                self.m3ter_conn_id,
+                login=conn.login,
+                password=conn.password,
+                host=conn.host,
+                port=conn.port,
+                schema=conn.schema,
+                extra=conn.extra_dejson,
+            )
+        return self.client
+
+    def invalidate_token(self, token: str) -> None:
+        """Drop ``token`` from the process-wide cache after m3ter refused it (the trigger's own calls)."""
+        self.client.invalidate_token(token)
+
+    @property
+    def user_agent(self) -> str:
+        """The ``User-Agent`` every request of this provider sends."""
+        return self.client.user_agent
+
+    # ---------------------------------------------------------------- bill jobs
+    def start_bill_job(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a bill job (``POST billjobs``) and return it; the request is never blindly retried.
+
+        :param body: m3ter's ``BillJobRequest`` (``accountIds``, ``billDate``,
+            ``lastDateInBillingPeriod``, ``billingFrequency``...).
+        """
+        job = self.client.start_bill_job(body)
+        self.log.info("Started m3ter bill job %s.", job["id"])
+        return job
+
+    def find_active_bill_job(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        """An active bill job created from the same request (same accounts and dates), if any."""
+        return self.client.find_active_bill_job(body)
+
+    def get_bill_ids(self, job: Mapping[str, Any]) -> list[str]:
+        """The ids of the bills a finished bill job produced."""
+        return self.client.bill_ids(job)
