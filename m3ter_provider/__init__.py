@@ -65,7 +65,11 @@ def get_provider_info() -> dict[str, Any]:
                 "tags": ["service"],
             }
         ],
+        "operators": [{"integration-name": "m3ter", "python-modules": ["m3ter_provider.operators.m3ter"]}],
+        "sensors": [{"integration-name": "m3ter", "python-modules": ["m3ter_provider.sensors.m3ter"]}],
         "hooks": [{"integration-name": "m3ter", "python-modules": ["m3ter_provider.hooks.m3ter"]}],
+        "triggers": [{"integration-name": "m3ter", "python-modules": ["m3ter_provider.triggers.m3ter"]}],
+        "extra-links": ["m3ter_provider.links.M3terConsoleLink"],
         "connection-types": [
             {
                 "connection-type": "m3ter",
