@@ -1,0 +1,246 @@
+"""The shared base of operators that start an m3ter job, wait for it (or defer) and summarise it."""
+
+from __future__ import annotations
+
+import time
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from airflow.providers.common.compat.sdk import BaseOperator, ResumableJobMixin, conf
+
+from m3ter_provider.errors import (
+    M3terAPIError,
+    M3terConfigError,
+    M3terError,
+    M3terJobFailedError,
+    M3terJobTimeoutError,
+)
+from m3ter_provider.hooks.m3ter import M3terHook
+from m3ter_provider.jobs import JobKind
+from m3ter_provider.links import JOB_ID_XCOM_KEY, M3terConsoleLink, persist_console_link
+from m3ter_provider.triggers.m3ter import M3terJobTrigger
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
+
+#: what get_job_status answers for a job m3ter no longer knows (then a retry starts a new one)
+JOB_NOT_FOUND = "NOT_FOUND"
+#: what it answers for a finished export whose file m3ter no longer serves (then too)
+FILE_EXPIRED = "FILE_EXPIRED"
+#: statuses of a stored job a retry must not follow: it starts a new job instead
+UNFOLLOWABLE = frozenset({JOB_NOT_FOUND, FILE_EXPIRED})
+
+
+def default_deferrable() -> bool:
+    """``[operators] default_deferrable`` from Airflow's config (False when unset)."""
+    return conf.getboolean("operators", "default_deferrable", fallback=False)
+
+
+def templated(*values: Any) -> bool:
+    """Whether any value (or any item of a list or dict) still holds Jinja or an XComArg.
+
+    Arguments are checked when the DAG is parsed only where they hold no template; the others are
+    checked once rendered.
+    """
+    for value in values:
+        if isinstance(value, str):
+            if "{{" in value or "{%" in value:
+                return True
+        elif isinstance(value, dict):
+            if templated(*value.keys(), *value.values()):
+                return True
+        elif isinstance(value, (list, tuple, set)):
+            if templated(*value):
+                return True
+        elif value is not None and not isinstance(value, (int, float, bool)) and hasattr(value, "resolve"):
+            return True  # an XComArg (task.output) or another lazily resolved value
+    return False
+
+
+class M3terJobOperatorBase(ResumableJobMixin, BaseOperator):
+    """Start one m3ter job, push its id to XCom at once, wait for it (or defer) and return a summary.
+
+    On Airflow 3.3+ the job id is also kept in the task's state store (``ResumableJobMixin``), so a
+    retry follows the job it already started (still running: wait for it; finished: use it) instead
+    of starting another; only a failed job is started afresh.
+    """
+
+    job_kind: ClassVar[JobKind]
+    external_id_key = JOB_ID_XCOM_KEY
+    operator_extra_links = (M3terConsoleLink(),)
+
+    def __init__(
+        self,
+        *,
+        m3ter_conn_id: str = M3terHook.default_conn_name,
+        wait_for_completion: bool = True,
+        poll_interval: float = 10.0,
+        timeout: float | None = None,
+        deferrable: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if poll_interval <= 0:
+            raise M3terConfigError(
+                f"poll_interval must be a positive number of seconds, not {poll_interval!r}."
+            )
+        if timeout is not None and timeout <= 0:
+            raise M3terConfigError(f"timeout must be a positive number of seconds or None, not {timeout!r}.")
+        self.m3ter_conn_id = m3ter_conn_id
+        self.wait_for_completion = wait_for_completion
+        self.poll_interval = poll_interval
+        self.timeout = timeout
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
+        self._reset()
+
+    def _reset(self) -> None:
+        self._job_id: str | None = None
+        self._final_job: dict[str, Any] | None = None
+        self._result: dict[str, Any] | None = None
+
+    @cached_property
+    def hook(self) -> M3terHook:
+        return M3terHook(m3ter_conn_id=self.m3ter_conn_id)
+
+    # ------------------------------------------------------------ what subclasses define
+    def _start_job(self, context: Context) -> str:
+        raise NotImplementedError
+
+    def _find_started_job(self, context: Context) -> str | None:
+        """A job an earlier try of this task started, where m3ter lets us find it (default: no)."""
+        return None
+
+    def _summary(self, context: Context, job_id: str, job: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ ResumableJobMixin
+    def execute(self, context: Context) -> dict[str, Any]:
+        self._reset()
+        return self.execute_resumable(context)
+
+    def submit_job(self, context: Context) -> str:
+        job_id = self._find_started_job(context) if _try_number(context) > 1 else None
+        if job_id is None:
+            job_id = self._start_job(context)
+        self._follow(context, job_id)
+        return job_id
+
+    def get_job_status(self, external_id: Any, context: Context) -> str:
+        try:
+            job = self.hook.get_job(self.job_kind, str(external_id))
+        except M3terAPIError as exc:
+            if exc.status == 404:
+                self.log.warning("m3ter no longer knows %s %s.", self.job_kind.title, external_id)
+                return JOB_NOT_FOUND
+            raise
+        status = self.job_kind.status(job) or ""
+        if self.job_kind.outcome(job) != "failed":
+            self._follow(context, str(external_id))
+            self._final_job = job if self.job_kind.outcome(job) == "done" else None
+        return status
+
+    def is_job_active(self, status: str) -> bool:
+        return status not in UNFOLLOWABLE and self._outcome(status) == "running"
+
+    def is_job_succeeded(self, status: str) -> bool:
+        return status not in UNFOLLOWABLE and self._outcome(status) == "done"
+
+    def poll_until_complete(self, external_id: Any, context: Context) -> dict[str, Any]:
+        job_id = str(external_id)
+        if self.wait_for_completion and self._final_job is None:
+            if self.deferrable:
+                job = self.hook.get_job(self.job_kind, job_id)
+                outcome = self.job_kind.outcome(job)
+                if outcome == "running":
+                    self.log.info(
+                        "Deferring: the triggerer waits for m3ter %s %s.", self.job_kind.title, job_id
+                    )
+                    self.defer(
+                        trigger=M3terJobTrigger(
+                            kind=self.job_kind.name,
+                            job_id=job_id,
+                            m3ter_conn_id=self.m3ter_conn_id,
+                            poll_interval=self.poll_interval,
+                            end_time=None if self.timeout is None else time.time() + self.timeout,
+                            cancel_on_kill=self.job_kind.cancel_path is not None,
+                        ),
+                        method_name="execute_complete",
+                    )
+                if outcome == "failed":
+                    raise self._failed(
+                        job_id,
+                        self.job_kind.status(job),
+                        f"m3ter {self.job_kind.title} {job_id} ended {self.job_kind.status(job)}.",
+                    )
+                self._final_job = job
+            else:
+                try:
+                    self._final_job = self.hook.wait_for_job(
+                        self.job_kind, job_id, poll_interval=self.poll_interval, timeout=self.timeout
+                    )
+                except M3terJobFailedError as exc:
+                    raise self._failed(job_id, exc.status, str(exc)) from None
+        # Also the task's result when the mixin reconnects to a job a previous try started.
+        return self.get_job_result(job_id, context)
+
+    def get_job_result(self, external_id: Any, context: Context) -> dict[str, Any]:
+        if self._result is None:
+            job_id = str(external_id)
+            job = self._final_job if self._final_job is not None else self.hook.get_job(self.job_kind, job_id)
+            self._result = self._summary(context, job_id, job)
+        return self._result
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Resume after the trigger fired: fail with its message, or finish like the sync path."""
+        self._reset()
+        event = event or {}
+        job_id = str(event.get("job_id") or "")
+        if event.get("status") != "success":
+            message = (
+                event.get("message") or f"m3ter {self.job_kind.title} {job_id}: no event from the trigger."
+            )
+            if event.get("timed_out"):
+                raise M3terJobTimeoutError(
+                    message, kind=self.job_kind.name, job_id=job_id, status=event.get("job_status")
+                )
+            raise self._failed(job_id, event.get("job_status"), message)
+        self._job_id = job_id
+        self._final_job = event.get("job")
+        return self.get_job_result(job_id, context)
+
+    def on_kill(self) -> None:
+        """Cancel the job this task is following, where m3ter can cancel its kind (bill jobs)."""
+        if self._job_id and self.job_kind.cancel_path is not None and self._final_job is None:
+            self.log.info("Cancelling m3ter %s %s.", self.job_kind.title, self._job_id)
+            try:
+                self.hook.cancel_job(self.job_kind, self._job_id)
+            except M3terError as exc:
+                self.log.warning("Could not cancel m3ter %s %s: %s", self.job_kind.title, self._job_id, exc)
+
+    # ------------------------------------------------------------ helpers
+    def _outcome(self, status: str) -> str:
+        return self.job_kind.outcome({self.job_kind.status_field: status})
+
+    def _follow(self, context: Context, job_id: str) -> None:
+        """Remember the job and push its id and Console link to XCom as soon as it is known."""
+        if self._job_id == job_id:
+            return
+        self._job_id = job_id
+        context["ti"].xcom_push(key=JOB_ID_XCOM_KEY, value=job_id)
+        persist_console_link(context, self.hook.console_url, self.job_kind.name, job_id)
+        self.log.info("Following m3ter %s %s.", self.job_kind.title, job_id)
+
+    def _failed(self, job_id: str, status: Any, message: str) -> M3terJobFailedError:
+        return M3terJobFailedError(
+            f"{message} Look the job up in the m3ter Console ({self.hook.console_url}).",
+            kind=self.job_kind.name,
+            job_id=job_id,
+            status=None if status is None else str(status),
+        )
+
+
+def _try_number(context: Context) -> int:
+    try:
+        return int(context["ti"].try_number or 1)
+    except (KeyError, AttributeError, TypeError, ValueError):
+        return 1

@@ -1,0 +1,480 @@
+"""Operators for m3ter: any API call, measurement ingest, data exports and bill jobs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json as jsonlib
+from collections.abc import Callable, Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import BaseOperator
+
+from m3ter_provider.errors import M3terConfigError
+from m3ter_provider.hooks.m3ter import M3terHook
+from m3ter_provider.jobs import BILL_JOB, DATA_EXPORT, data_export_body
+from m3ter_provider.links import M3terConsoleLink, persist_console_link
+from m3ter_provider.operators._base import FILE_EXPIRED, M3terJobOperatorBase, templated
+from m3ter_provider.operators._inputs import (
+    as_id_list,
+    measurements_from_value,
+    open_path,
+    parse_rendered,
+    read_measurements_file,
+)
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
+
+__all__ = [
+    "M3terBillJobOperator",
+    "M3terDataExportOperator",
+    "M3terOperator",
+    "M3terSubmitMeasurementsOperator",
+]
+
+HTTP_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
+BILLING_FREQUENCIES = ("DAILY", "WEEKLY", "MONTHLY", "ANNUALLY", "AD_HOC")
+#: m3ter serves an export's file for 24 hours; an older stored export is run afresh (with a margin)
+STALE_EXPORT = dt.timedelta(hours=23)
+
+
+class M3terOperator(BaseOperator):
+    """Call any m3ter Config API endpoint and return the JSON answer to XCom.
+
+    :param endpoint: the path, relative to the Organization (``"accounts"``, ``"bills/{id}"``) or from
+        the API root when it starts with ``/``. (templated)
+    :param method: ``GET``, ``POST``, ``PUT``, ``DELETE`` or ``PATCH``.
+    :param query_params: query parameters; lists are sent comma-separated. (Named so because
+        ``params`` is Airflow's own argument for DAG params.) (templated)
+    :param json: the JSON body. (templated)
+    :param data: another name for ``json``; give one or the other. (templated)
+    :param paginate: collect every page of a list endpoint (``GET`` only) and return one list.
+    :param page_size: m3ter's ``pageSize`` when paginating (usually at most 100 or 200).
+    :param response_filter: a callable applied to the answer (the list, with ``paginate``) before it
+        goes to XCom; what it returns must be JSON-serialisable.
+    :param m3ter_conn_id: the m3ter connection id.
+    """
+
+    template_fields: Sequence[str] = ("endpoint", "query_params", "json", "data")
+    template_fields_renderers = {"query_params": "json", "json": "json", "data": "json"}
+    operator_extra_links = (M3terConsoleLink(),)
+
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        method: str = "GET",
+        query_params: dict[str, Any] | None = None,
+        json: Any = None,
+        data: Any = None,
+        paginate: bool = False,
+        page_size: int | None = None,
+        response_filter: Callable[[Any], Any] | None = None,
+        m3ter_conn_id: str = M3terHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        method = str(method).upper()
+        if method not in HTTP_METHODS:
+            raise M3terConfigError(f"method {method!r}: use one of {', '.join(HTTP_METHODS)}.")
+        if not endpoint or not isinstance(endpoint, str):
+            raise M3terConfigError("endpoint is required: give a path such as 'accounts'.")
+        if json is not None and data is not None:
+            raise M3terConfigError("give the request body as json or as data, not both.")
+        if paginate and method != "GET":
+            raise M3terConfigError(f"paginate=True needs method='GET' (list endpoints), not {method!r}.")
+        if response_filter is not None and not callable(response_filter):
+            raise M3terConfigError("response_filter must be a callable taking the answer.")
+        self.endpoint = endpoint
+        self.method = method
+        self.query_params = query_params
+        self.json = json
+        self.data = data
+        self.paginate = paginate
+        self.page_size = page_size
+        self.response_filter = response_filter
+        self.m3ter_conn_id = m3ter_conn_id
+
+    @cached_property
+    def hook(self) -> M3terHook:
+        return M3terHook(m3ter_conn_id=self.m3ter_conn_id)
+
+    def execute(self, context: Context) -> Any:
+        endpoint = str(self.endpoint).strip()
+        params = parse_rendered(self.query_params, "query_params")
+        if params is not None and not isinstance(params, dict):
+            raise M3terConfigError(f"query_params must be a dict, not {type(params).__name__}.")
+        body = parse_rendered(self.json if self.json is not None else self.data, "json")
+        persist_console_link(context, self.hook.console_url)
+        if self.paginate:
+            result: Any = list(self.hook.paginate(endpoint, params=params, page_size=self.page_size))
+            self.log.info("Read %d items from m3ter %s.", len(result), endpoint)
+        else:
+            result = self.hook.request(self.method, endpoint, params=params, json=body)
+            self.log.info("m3ter %s %s answered.", self.method, endpoint)
+        if self.response_filter is not None:
+            result = self.response_filter(result)
+        if self.do_xcom_push:
+            try:
+                jsonlib.dumps(result)
+            except (TypeError, ValueError) as exc:
+                raise M3terConfigError(
+                    f"the result of {self.method} {endpoint} is not JSON-serialisable ({exc}): make "
+                    "response_filter return lists, dicts, strings and numbers, or set do_xcom_push=False."
+                ) from None
+        return result
+
+
+class M3terSubmitMeasurementsOperator(BaseOperator):
+    """Send measurements to m3ter's ingest API, batched within its limits.
+
+    Measurements come from ``measurements`` (a list, or an XCom, e.g. ``"{{ ti.xcom_pull('build') }}"``
+    or ``build_task.output``) or from ``measurements_file`` (JSON Lines or CSV; a local path, an
+    ``ObjectStoragePath``, or a ``scheme://`` URL). A measurement without a ``uid`` gets one fixed by
+    the task instance (dag id, task id, run id, map index) and its position in the input, so a retried
+    task re-sends the same uids and m3ter ingests each measurement once.
+
+    Returns ``{"measurements": n, "requests": k, "bytes": b}``.
+
+    :param measurements: the measurements (dicts with ``account``, ``meter``, ``ts``...). (templated)
+    :param measurements_file: a file of measurements instead. (templated)
+    :param file_format: ``"jsonl"`` or ``"csv"``; by default taken from the file's suffix.
+    :param m3ter_conn_id: the m3ter connection id.
+    """
+
+    template_fields: Sequence[str] = ("measurements", "measurements_file")
+    operator_extra_links = (M3terConsoleLink(),)
+
+    def __init__(
+        self,
+        *,
+        measurements: Any = None,
+        measurements_file: Any = None,
+        file_format: str | None = None,
+        m3ter_conn_id: str = M3terHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if (measurements is None) == (measurements_file is None):
+            raise M3terConfigError(
+                "give exactly one of measurements (a list or an XCom) or measurements_file (a path)."
+            )
+        self.measurements = measurements
+        self.measurements_file = measurements_file
+        self.file_format = file_format
+        self.m3ter_conn_id = m3ter_conn_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        if self.measurements_file is not None:
+            rows = read_measurements_file(self.measurements_file, self.file_format)
+            self.log.info("Read %d measurements from %s.", len(rows), self.measurements_file)
+        else:
+            rows = measurements_from_value(self.measurements)
+        ti = context["ti"]
+        map_index = getattr(ti, "map_index", -1)
+        namespace = jsonlib.dumps(
+            [ti.dag_id, ti.task_id, context["run_id"], -1 if map_index is None else map_index]
+        )
+        hook = M3terHook(m3ter_conn_id=self.m3ter_conn_id)
+        persist_console_link(context, hook.console_url)
+        summary = hook.submit_measurements(rows, uid_namespace=namespace)
+        return {key: summary[key] for key in ("measurements", "requests", "bytes")}
+
+
+class M3terDataExportOperator(M3terJobOperatorBase):
+    """Run an ad-hoc m3ter data export, wait for it and optionally download the file.
+
+    ``USAGE`` exports need ``export_start_date`` and ``export_end_date`` and take optional ``meter_ids``,
+    ``account_ids``, ``aggregations`` and ``groups``; ``OPERATIONAL`` exports need
+    ``operational_data_types`` (``["BILLS", "ACCOUNTS"]``...). The job id goes to XCom (key
+    ``m3ter_job_id``) as soon as m3ter answers. With ``destination`` the finished export is streamed
+    there from m3ter's presigned URL (the bearer token is never sent to it).
+
+    Returns ``{"job_id", "status", "destination", "bytes"}`` (``destination`` and ``bytes`` are None
+    without a download).
+
+    On Airflow 3.3+ a retry follows the export an earlier try started (task state store). Below
+    3.3 m3ter offers no way to find it (export jobs do not echo their request), so a retry starts
+    a second export; an export only reads data, so that costs time, not correctness.
+
+    :param source_type: ``"USAGE"`` or ``"OPERATIONAL"``.
+    :param export_start_date: start of a USAGE export, ISO-8601 date-time (m3ter's ``startDate``;
+        not ``start_date``, which is every Airflow task's own). (templated)
+    :param export_end_date: end of a USAGE export, ISO-8601 date-time (m3ter's ``endDate``). (templated)
+    :param meter_ids: Meter ids to include (a list, a rendered list or comma-separated). (templated)
+    :param account_ids: Account ids to include. (templated)
+    :param aggregations: m3ter aggregations, e.g. ``[{"fieldCode", "fieldType", "function", "meterId"}]``.
+        (templated)
+    :param groups: m3ter groups (``[{"groupType": "ACCOUNT"}]``...). (templated)
+    :param operational_data_types: data types of an OPERATIONAL export. (templated)
+    :param export_file_format: ``"CSV"`` or ``"JSONL"``.
+    :param destination: where to download the file: a local path, an ``ObjectStoragePath``, or a URL
+        such as ``s3://bucket/key`` (read as an ``ObjectStoragePath``). (templated)
+    :param destination_ids: m3ter export destinations (S3, GCS) to also deliver to. (templated)
+    :param export_fields: further fields of m3ter's ad-hoc export request, passed as they are.
+    :param wait_for_completion: wait for the export (needed to download); else return once started.
+    :param poll_interval: seconds between two polls of the job.
+    :param timeout: seconds to wait at most (``None``: no limit).
+    :param deferrable: hand the wait to the triggerer (default ``[operators] default_deferrable``).
+    :param m3ter_conn_id: the m3ter connection id.
+    """
+
+    job_kind = DATA_EXPORT
+    template_fields: Sequence[str] = (
+        "export_start_date",
+        "export_end_date",
+        "meter_ids",
+        "account_ids",
+        "aggregations",
+        "groups",
+        "operational_data_types",
+        "destination",
+        "destination_ids",
+    )
+
+    def __init__(
+        self,
+        *,
+        source_type: str,
+        export_start_date: Any = None,
+        export_end_date: Any = None,
+        meter_ids: Any = None,
+        account_ids: Any = None,
+        aggregations: Any = None,
+        groups: Any = None,
+        operational_data_types: Any = None,
+        export_file_format: str = "CSV",
+        destination: Any = None,
+        destination_ids: Any = None,
+        export_fields: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.source_type = source_type
+        self.export_start_date = export_start_date
+        self.export_end_date = export_end_date
+        self.meter_ids = meter_ids
+        self.account_ids = account_ids
+        self.aggregations = aggregations
+        self.groups = groups
+        self.operational_data_types = operational_data_types
+        self.export_file_format = export_file_format
+        self.destination = destination
+        self.destination_ids = destination_ids
+        self.export_fields = dict(export_fields or {})
+        if destination is not None and not self.wait_for_completion:
+            raise M3terConfigError(
+                "destination needs wait_for_completion=True: the file exists once the job ends."
+            )
+        values = (
+            export_start_date,
+            export_end_date,
+            meter_ids,
+            account_ids,
+            aggregations,
+            groups,
+            operational_data_types,
+        )
+        if not templated(*values, destination_ids, export_fields):
+            self._check()  # now, so a DAG with a bad export fails to load
+
+    def _check(self) -> dict[str, Any]:
+        """The checked export request, with errors naming this operator's arguments."""
+        try:
+            return data_export_body(**self._export_args())
+        except M3terConfigError as exc:
+            raise M3terConfigError(
+                str(exc).replace("start_date and end_date", "export_start_date and export_end_date")
+            ) from None
+
+    def _export_args(self) -> dict[str, Any]:
+        """The hook's ``start_data_export`` arguments, read from the rendered fields."""
+        return dict(
+            source_type=self.source_type,
+            start_date=self.export_start_date,
+            end_date=self.export_end_date,
+            meter_ids=as_id_list(self.meter_ids, "meter_ids"),
+            account_ids=as_id_list(self.account_ids, "account_ids"),
+            aggregations=parse_rendered(self.aggregations, "aggregations"),
+            groups=parse_rendered(self.groups, "groups"),
+            operational_data_types=as_id_list(self.operational_data_types, "operational_data_types"),
+            export_file_format=self.export_file_format,
+            destination_ids=as_id_list(self.destination_ids, "destination_ids"),
+            **self.export_fields,
+        )
+
+    def get_job_status(self, external_id: Any, context: Context) -> str:
+        status = super().get_job_status(external_id, context)
+        job = self._final_job
+        if (
+            self.destination is not None
+            and job is not None
+            and _older_than(job.get("dateCreated"), STALE_EXPORT)
+        ):
+            # m3ter serves the file of an export run in the last 24 hours only: a re-run a day later
+            # (a cleared task) would fail on every try; export afresh instead.
+            self.log.info(
+                "Data export %s ran over %s ago: its file is gone; exporting afresh.",
+                external_id,
+                STALE_EXPORT,
+            )
+            self._final_job = None
+            return FILE_EXPIRED
+        return status
+
+    def _start_job(self, context: Context) -> str:
+        self._check()
+        return self.hook.start_data_export(**self._export_args())
+
+    def _summary(self, context: Context, job_id: str, job: dict[str, Any]) -> dict[str, Any]:
+        status = self.job_kind.status(job)
+        result: dict[str, Any] = {"job_id": job_id, "status": status, "destination": None, "bytes": None}
+        if self.destination is not None and self.job_kind.outcome(job) == "done":
+            url = self.hook.get_export_download_url(job_id).get("url")
+            if not url:
+                raise M3terConfigError(f"m3ter gave no download URL for data export {job_id}.")
+            target = open_path(self.destination)
+            if getattr(target, "protocol", None) in ("file", "local"):  # a local ObjectStoragePath
+                target.parent.mkdir(parents=True, exist_ok=True)
+            downloaded = self.hook.download(url, target)
+            result.update(destination=downloaded["destination"], bytes=downloaded["bytes"])
+        return result
+
+
+class M3terBillJobOperator(M3terJobOperatorBase):
+    """Create an m3ter bill job, wait for it (or defer) and return the bills it produced.
+
+    Returns ``{"job_id", "bill_job_id", "status", "bill_ids"}``. The job id goes to XCom (key
+    ``m3ter_job_id``) as soon as m3ter answers. If the task is killed while it waits, the bill job
+    is cancelled (``on_kill``; a deferred task's trigger does the same on Airflow 3.3+).
+
+    Retries never blindly create a second bill job: on Airflow 3.3+ a retry follows the job an
+    earlier try started (task state store); on any version a retry first looks for an active bill
+    job for the same accounts and dates (``GET billjobs?active=true``) and follows it
+    (``reuse_active_job``). A job that already finished before the retry is only found on 3.3+.
+
+    :param account_ids: the Account ids to bill (a list, rendered list or comma-separated). (templated)
+    :param bill_date: the bill date, ``YYYY-MM-DD``. (templated)
+    :param last_date_in_billing_period: the last day of the billing period, ``YYYY-MM-DD``. (templated)
+    :param billing_frequency: ``DAILY``, ``WEEKLY``, ``MONTHLY``, ``ANNUALLY`` or ``AD_HOC``. (templated)
+    :param due_date: the bills' due date, ``YYYY-MM-DD``. (templated)
+    :param bill_job_fields: further fields of m3ter's ``BillJobRequest`` (``targetCurrency``,
+        ``billFrequencyInterval``, ``timezone``...), passed as they are. (templated)
+    :param reuse_active_job: on a retry, follow an active bill job for the same request.
+    :param wait_for_completion: wait for the job; else return once it is created.
+    :param poll_interval: seconds between two polls of the job.
+    :param timeout: seconds to wait at most (``None``: no limit).
+    :param deferrable: hand the wait to the triggerer (default ``[operators] default_deferrable``).
+    :param m3ter_conn_id: the m3ter connection id.
+    """
+
+    job_kind = BILL_JOB
+    template_fields: Sequence[str] = (
+        "account_ids",
+        "bill_date",
+        "last_date_in_billing_period",
+        "billing_frequency",
+        "due_date",
+        "bill_job_fields",
+    )
+
+    def __init__(
+        self,
+        *,
+        account_ids: Any = None,
+        bill_date: Any = None,
+        last_date_in_billing_period: Any = None,
+        billing_frequency: str | None = None,
+        due_date: Any = None,
+        bill_job_fields: dict[str, Any] | None = None,
+        reuse_active_job: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.account_ids = account_ids
+        self.bill_date = bill_date
+        self.last_date_in_billing_period = last_date_in_billing_period
+        self.billing_frequency = billing_frequency
+        self.due_date = due_date
+        self.bill_job_fields = dict(bill_job_fields or {})
+        self.reuse_active_job = reuse_active_job
+        if not templated(
+            account_ids, billing_frequency, bill_date, last_date_in_billing_period, due_date, bill_job_fields
+        ):
+            self._body()
+
+    def _body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {}
+        accounts = as_id_list(self.account_ids, "account_ids")
+        if accounts:
+            body["accountIds"] = accounts
+        for key, name, value in (
+            ("billDate", "bill_date", self.bill_date),
+            ("lastDateInBillingPeriod", "last_date_in_billing_period", self.last_date_in_billing_period),
+            ("dueDate", "due_date", self.due_date),
+        ):
+            if value:
+                body[key] = _iso_date(value, name)
+        if self.billing_frequency:
+            frequency = str(self.billing_frequency).upper()
+            if frequency not in BILLING_FREQUENCIES:
+                raise M3terConfigError(
+                    f"billing_frequency {self.billing_frequency!r}: "
+                    f"use one of {', '.join(BILLING_FREQUENCIES)}."
+                )
+            body["billingFrequency"] = frequency
+        body.update(parse_rendered(self.bill_job_fields, "bill_job_fields") or {})
+        return body
+
+    def _find_started_job(self, context: Context) -> str | None:
+        if not self.reuse_active_job:
+            return None
+        job = self.hook.find_active_bill_job(self._body())
+        if job is None:
+            return None
+        self.log.info(
+            "Found active bill job %s for the same accounts and dates (an earlier try's): following it "
+            "instead of creating another.",
+            job["id"],
+        )
+        return str(job["id"])
+
+    def _start_job(self, context: Context) -> str:
+        return str(self.hook.start_bill_job(self._body())["id"])
+
+    def _summary(self, context: Context, job_id: str, job: dict[str, Any]) -> dict[str, Any]:
+        done = self.job_kind.outcome(job) == "done"
+        bill_ids = self.hook.get_bill_ids(job) if done else []
+        if done:
+            self.log.info("m3ter bill job %s produced %d bills.", job_id, len(bill_ids))
+        return {
+            "job_id": job_id,
+            "bill_job_id": job_id,
+            "status": self.job_kind.status(job),
+            "bill_ids": bill_ids,
+        }
+
+
+def _older_than(timestamp: Any, age: dt.timedelta) -> bool:
+    """Whether an m3ter ISO-8601 timestamp lies more than ``age`` in the past (False if unreadable)."""
+    try:
+        moment = dt.datetime.fromisoformat(str(timestamp).replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return dt.datetime.now(dt.timezone.utc) - moment > age
+
+
+def _iso_date(value: Any, name: str) -> str:
+    """``YYYY-MM-DD`` from a date, a datetime or an ISO string (the date part of a date-time)."""
+    if isinstance(value, dt.datetime):
+        return value.date().isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    text = str(value).strip()[:10]
+    try:
+        return dt.date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise M3terConfigError(f"{name} {value!r} is not a date: give one as 'YYYY-MM-DD'.") from None

@@ -1,0 +1,124 @@
+"""M3terJobSensor: wait for any kind of m3ter job to finish."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import AirflowSensorTimeout, BaseSensorOperator, PokeReturnValue
+
+from m3ter_provider.errors import M3terConfigError, M3terJobFailedError
+from m3ter_provider.hooks.m3ter import M3terHook
+from m3ter_provider.jobs import get_kind
+from m3ter_provider.links import M3terConsoleLink, persist_console_link
+from m3ter_provider.operators._base import default_deferrable
+from m3ter_provider.triggers.m3ter import M3terJobTrigger
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
+
+
+class M3terJobSensor(BaseSensorOperator):
+    """Wait until an m3ter job reaches a done state; fail when it reaches a failed state.
+
+    Works in ``poke`` and ``reschedule`` mode, and with ``deferrable=True`` hands the wait to the
+    triggerer. The finished job (m3ter's JSON) is the task's XCom result.
+
+    :param kind: the job kind: ``"dataexport"``, ``"billjob"``, ``"statementjob"`` or ``"fileupload"``.
+    :param job_id: the job's id, e.g. ``"{{ ti.xcom_pull('export', key='m3ter_job_id') }}"``. (templated)
+    :param deferrable: wait in the triggerer (default ``[operators] default_deferrable``).
+    :param m3ter_conn_id: the m3ter connection id.
+    """
+
+    template_fields: Sequence[str] = ("job_id",)
+    operator_extra_links = (M3terConsoleLink(),)
+
+    def __init__(
+        self,
+        *,
+        kind: str,
+        job_id: str,
+        m3ter_conn_id: str = M3terHook.default_conn_name,
+        deferrable: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.kind = get_kind(kind).name
+        self.job_id = job_id
+        self.m3ter_conn_id = m3ter_conn_id
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
+
+    @cached_property
+    def hook(self) -> M3terHook:
+        return M3terHook(m3ter_conn_id=self.m3ter_conn_id)
+
+    def _job_id(self) -> str:
+        job_id = str(self.job_id or "").strip()
+        if not job_id or job_id == "None":
+            raise M3terConfigError(
+                f"job_id rendered to {self.job_id!r}: "
+                f"point it at the id of an m3ter {get_kind(self.kind).title}."
+            )
+        return job_id
+
+    def poke(self, context: Context) -> PokeReturnValue | bool:
+        job_kind = get_kind(self.kind)
+        job_id = self._job_id()
+        persist_console_link(context, self.hook.console_url, self.kind, job_id)
+        job = self.hook.get_job(job_kind, job_id)
+        status = job_kind.status(job)
+        outcome = job_kind.outcome(job)
+        self.log.info("m3ter %s %s is %s.", job_kind.title, job_id, status)
+        if outcome == "failed":
+            raise M3terJobFailedError(
+                f"m3ter {job_kind.title} {job_id} ended {status}.",
+                kind=self.kind,
+                job_id=job_id,
+                status=status,
+            )
+        return PokeReturnValue(is_done=True, xcom_value=job) if outcome == "done" else False
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        answer = self.poke(context)
+        if isinstance(answer, PokeReturnValue) and answer.is_done:
+            return answer.xcom_value
+        timeout = _seconds(self.timeout)
+        self.defer(
+            trigger=M3terJobTrigger(
+                kind=self.kind,
+                job_id=self._job_id(),
+                m3ter_conn_id=self.m3ter_conn_id,
+                poll_interval=_seconds(self.poke_interval) or 10.0,
+                end_time=None if timeout is None else time.time() + timeout,
+            ),
+            method_name="execute_complete",
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
+        """Resume after the trigger fired: return the finished job, or fail with the trigger's message."""
+        event = event or {}
+        if event.get("status") == "success":
+            return event.get("job")
+        message = event.get("message") or f"m3ter {self.kind} {self.job_id}: no event from the trigger."
+        if event.get("timed_out"):
+            raise AirflowSensorTimeout(message)
+        raise M3terJobFailedError(
+            message,
+            kind=self.kind,
+            job_id=str(event.get("job_id") or self.job_id),
+            status=event.get("job_status"),
+        )
+
+
+def _seconds(value: Any) -> float | None:
+    """Seconds from a number or a ``timedelta`` (BaseSensorOperator accepts both); None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return float(value)

@@ -1,0 +1,84 @@
+"""Shared by the operator, sensor and trigger tests: a task context without a metadata DB."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from m3ter_provider.testing import M3terEmulator
+
+
+class FakeTaskInstance:
+    """What the operators use of a task instance: its key, try number and xcom_push."""
+
+    def __init__(
+        self,
+        task_id: str,
+        *,
+        dag_id: str = "test_dag",
+        run_id: str = "manual__1",
+        map_index: int = -1,
+        try_number: int = 1,
+    ) -> None:
+        self.dag_id = dag_id
+        self.task_id = task_id
+        self.run_id = run_id
+        self.map_index = map_index
+        self.try_number = try_number
+        self.max_tries = 0
+        self.stats_tags: dict[str, str] = {}
+        self.xcom: dict[str, Any] = {}
+
+    def get_first_reschedule_date(self, context: Any) -> None:
+        return None  # a sensor in reschedule mode asks when its first poke was; this is the first
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        json.dumps(value)  # XCom needs JSON-serialisable values
+        self.xcom[key] = value
+
+
+class FakeTaskStateStore:
+    """Airflow 3.3's task_state_store (one per task instance, survives retries), in memory."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    def set(self, key: str, value: Any, **_: Any) -> None:
+        self.values[key] = value
+
+
+def make_context(
+    task: Any,
+    *,
+    run_id: str = "manual__1",
+    try_number: int = 1,
+    map_index: int = -1,
+    task_state_store: FakeTaskStateStore | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    ti = FakeTaskInstance(task.task_id, run_id=run_id, map_index=map_index, try_number=try_number)
+    context: dict[str, Any] = {"ti": ti, "task_instance": ti, "run_id": run_id, "task": task, **extra}
+    if task_state_store is not None:
+        context["task_state_store"] = task_state_store
+    return context
+
+
+def set_connection(monkeypatch: pytest.MonkeyPatch, emulator: M3terEmulator, **extra: Any) -> None:
+    """Point ``m3ter_default`` at ``emulator``, with extra connection fields (``max_retries``...)."""
+    conn = json.loads(emulator.airflow_conn_json())
+    conn["extra"].update(extra)
+    monkeypatch.setenv("AIRFLOW_CONN_M3TER_DEFAULT", json.dumps(conn))
+
+
+def measurement(i: int, account: str = "acme", meter: str = "api_calls") -> dict[str, Any]:
+    return {
+        "account": account,
+        "meter": meter,
+        "ts": f"2026-01-01T00:{i // 60 % 60:02d}:{i % 60:02d}Z",
+        "measure": {"calls": float(i)},
+    }

@@ -1,0 +1,143 @@
+"""M3terSubmitMeasurementsOperator: inputs, batching, deterministic uids, and retries counted once."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+from m3ter_provider.errors import M3terConfigError, M3terTransportError, M3terValidationError
+from m3ter_provider.operators.m3ter import M3terSubmitMeasurementsOperator
+from tests.operators.helpers import make_context, measurement, set_connection
+
+
+def submit(op, **context_kwargs):
+    return op.execute(make_context(op, **context_kwargs))
+
+
+def test_a_list_is_sent_in_batches_and_summarised(emu):
+    rows = [measurement(i) for i in range(2500)]
+    op = M3terSubmitMeasurementsOperator(task_id="push", measurements=rows)
+    result = submit(op)
+    assert (result["measurements"], result["requests"]) == (2500, 3)
+    assert emu.stats()["measurements_stored"] == 2500
+    json.dumps(result)
+
+
+def test_an_xcom_rendered_to_text_is_read_back(emu):
+    rows = [measurement(i) for i in range(3)]
+    op = M3terSubmitMeasurementsOperator(
+        task_id="push", measurements="{{ params.rows }}", params={"rows": rows}
+    )
+    context = make_context(op, params={"rows": rows})
+    op.render_template_fields(context)
+    assert isinstance(op.measurements, str)  # what Airflow hands over without native rendering
+    assert op.execute(context)["measurements"] == 3
+    assert [m["measure"]["calls"] for m in emu.measurements()] == [0.0, 1.0, 2.0]
+
+
+def test_uids_are_fixed_by_task_instance_and_position(emu):
+    rows = [measurement(i) for i in range(4)]
+    op = M3terSubmitMeasurementsOperator(task_id="push", measurements=rows)
+    submit(op, run_id="run-a")
+    first = [m["uid"] for m in emu.measurements()]
+    assert len(set(first)) == 4
+
+    submit(op, run_id="run-a")  # a re-run of the same task instance: same uids, nothing new stored
+    assert emu.stats()["measurements_stored"] == 4
+
+    submit(op, run_id="run-b")  # another run: new uids
+    submit(op, run_id="run-a", map_index=1)  # another mapped instance: new uids
+    uids = [m["uid"] for m in emu.measurements()]
+    assert len(uids) == len(set(uids)) == 12
+
+
+def test_a_given_uid_is_kept(emu):
+    op = M3terSubmitMeasurementsOperator(task_id="push", measurements=[{**measurement(0), "uid": "mine-1"}])
+    submit(op)
+    assert [m["uid"] for m in emu.measurements()] == ["mine-1"]
+
+
+def test_a_retry_after_a_lost_answer_resends_the_same_uids_and_m3ter_counts_once(emu, monkeypatch):
+    # The first try's second request reaches m3ter, but the answer never comes back in time; with no
+    # client retries left the task fails. The retry re-sends everything with the same uids.
+    set_connection(monkeypatch, emu, max_retries=0, timeout=0.5)
+    rows = [measurement(i) for i in range(1500)]
+    op = M3terSubmitMeasurementsOperator(task_id="push", measurements=rows)
+    emu.add_fault("POST /organizations/{orgId}/measurements", delay=0.01, times=1)  # first: fine
+    emu.add_fault("POST /organizations/{orgId}/measurements", delay=1.0, times=1)  # second: answer lost
+    with pytest.raises(M3terTransportError):
+        submit(op, try_number=1)
+    submit(op, try_number=2)
+    stats = emu.stats()
+    assert stats["measurements_stored"] == 1500
+    assert len({m["uid"] for m in emu.measurements()}) == 1500
+    assert stats["measurements_received"] > 1500  # the retry really re-sent them
+
+
+def test_a_json_lines_file(emu, tmp_path):
+    path = tmp_path / "usage.jsonl"
+    path.write_text("\n".join(json.dumps(measurement(i)) for i in range(5)) + "\n\n")
+    op = M3terSubmitMeasurementsOperator(task_id="push", measurements_file=str(path))
+    assert submit(op)["measurements"] == 5
+
+
+def test_a_csv_file_from_object_storage(emu, tmp_path):
+    path = tmp_path / "usage.csv"
+    path.write_text(
+        "account,meter,ts,measure.gb,who.region,uid\n"
+        "acme,storage,2026-01-01T00:00:00Z,1.5,eu,\n"
+        "acme,storage,2026-01-01T01:00:00Z,2,,u-2\n"
+    )
+    op = M3terSubmitMeasurementsOperator(
+        task_id="push", measurements_file=ObjectStoragePath(f"file://{path}")
+    )
+    assert submit(op)["measurements"] == 2
+    stored = emu.measurements()
+    assert stored[0]["measure"] == {"gb": 1.5} and stored[0]["who"] == {"region": "eu"}
+    assert stored[1]["uid"] == "u-2" and "who" not in stored[1]
+
+
+def test_a_file_url_string_is_object_storage(emu, tmp_path):
+    path = tmp_path / "usage.data"
+    path.write_text(json.dumps(measurement(1)) + "\n")
+    op = M3terSubmitMeasurementsOperator(
+        task_id="push", measurements_file=f"file://{path}", file_format="jsonl"
+    )
+    assert submit(op)["measurements"] == 1
+
+
+def test_a_bad_measurement_sends_nothing(emu):
+    rows = [measurement(0), {"account": "acme", "meter": "m"}]
+    op = M3terSubmitMeasurementsOperator(task_id="push", measurements=rows)
+    with pytest.raises(M3terValidationError, match=r"measurement #1.*'ts' is required"):
+        submit(op)
+    assert emu.stats()["measurements_stored"] == 0
+
+
+@pytest.mark.parametrize(
+    ("content", "suffix", "message"),
+    [
+        ("account,meter,ts,colour\n", ".csv", "unknown column 'colour'"),
+        ("account,meter,ts,measure.gb\nacme,m,2026-01-01T00:00:00Z,lots\n", ".csv", "line 2.*'measure.gb'"),
+        ('{"account": "a"}\nnot json\n', ".jsonl", "line 2: not valid JSON"),
+        ("[1, 2]\n", ".jsonl", "line 1: expected a JSON object"),
+    ],
+)
+def test_bad_files_name_the_line_or_column(emu, tmp_path, content, suffix, message):
+    path = tmp_path / f"usage{suffix}"
+    path.write_text(content)
+    op = M3terSubmitMeasurementsOperator(task_id="push", measurements_file=str(path))
+    with pytest.raises(M3terValidationError, match=message):
+        submit(op)
+
+
+def test_arguments_are_checked_when_the_dag_is_parsed(tmp_path):
+    with pytest.raises(M3terConfigError, match="exactly one of measurements"):
+        M3terSubmitMeasurementsOperator(task_id="t")
+    with pytest.raises(M3terConfigError, match="exactly one of measurements"):
+        M3terSubmitMeasurementsOperator(task_id="t", measurements=[], measurements_file="x.csv")
+    op = M3terSubmitMeasurementsOperator(task_id="t", measurements_file=str(tmp_path / "usage.txt"))
+    with pytest.raises(M3terConfigError, match="cannot tell the format"):
+        op.execute(make_context(op))
