@@ -1,0 +1,123 @@
+"""Usage pipeline: build measurements, send them to m3ter, export the usage back and download it.
+
+Needs only the ``m3ter_default`` connection (the local emulator or a real m3ter Organization). The
+DAG finds or creates the Account and Meter it uses, so it runs on an empty Organization. On a real
+Organization m3ter ingests asynchronously: an export run seconds after the upload may not hold every
+measurement yet.
+
+Environment (optional): ``M3TER_DEMO_OUTPUT`` where files are downloaded (default: a folder
+under the system temp directory), ``M3TER_DEMO_POLL_INTERVAL`` seconds between job polls.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import os
+import tempfile
+
+from airflow.providers.common.compat.sdk import DAG, task
+
+from m3ter_provider.hooks.m3ter import M3terHook
+from m3ter_provider.operators.m3ter import M3terDataExportOperator, M3terSubmitMeasurementsOperator
+
+ACCOUNT_CODE = "example-acme"
+METER_CODE = "example_api_calls"
+MEASUREMENTS = 60
+OUTPUT_DIR = os.environ.get("M3TER_DEMO_OUTPUT", os.path.join(tempfile.gettempdir(), "m3ter-examples"))
+POLL_INTERVAL = float(os.environ.get("M3TER_DEMO_POLL_INTERVAL", "5"))
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+with DAG(
+    dag_id="example_m3ter_usage_pipeline",
+    schedule=None,
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+    catchup=False,
+    tags=["m3ter", "example"],
+    doc_md=__doc__,
+):
+
+    @task
+    def ensure_account() -> str:
+        """Find the example Account by code, or create it; return its id."""
+        hook = M3terHook()
+        found = hook.get("accounts", params={"codes": [ACCOUNT_CODE]})["data"]
+        if found:
+            return found[0]["id"]
+        account = {"code": ACCOUNT_CODE, "name": "Acme (example)", "emailAddress": "billing@acme.example"}
+        return hook.post("accounts", json=account)["id"]
+
+    @task
+    def ensure_meter() -> str:
+        """Find the example Meter by code, or create it (a global Meter counting API calls)."""
+        hook = M3terHook()
+        found = hook.get("meters", params={"codes": [METER_CODE]})["data"]
+        if found:
+            return found[0]["id"]
+        meter = {
+            "code": METER_CODE,
+            "name": "API calls (example)",
+            "dataFields": [
+                {"category": "MEASURE", "code": "calls", "name": "Calls", "unit": "{call}"},
+                {"category": "WHERE", "code": "region", "name": "Region"},
+            ],
+            "derivedFields": [],
+        }
+        return hook.post("meters", json=meter)["id"]
+
+    @task(multiple_outputs=True)
+    def build_measurements() -> dict:
+        """The last hour's API calls, one measurement a minute, and the window to export."""
+        now = dt.datetime.now(dt.timezone.utc).replace(second=0, microsecond=0)
+        measurements = [
+            {
+                "account": ACCOUNT_CODE,
+                "meter": METER_CODE,
+                "ts": _iso(now - dt.timedelta(minutes=minute)),
+                "measure": {"calls": float(100 + minute)},
+                "where": {"region": "eu-west-1" if minute % 2 else "us-east-1"},
+            }
+            for minute in range(MEASUREMENTS)
+        ]
+        return {
+            "measurements": measurements,
+            "start_date": _iso(now - dt.timedelta(hours=2)),
+            "end_date": _iso(now + dt.timedelta(minutes=1)),
+        }
+
+    account_id = ensure_account()
+    meter_id = ensure_meter()
+    built = build_measurements()
+
+    submit = M3terSubmitMeasurementsOperator(
+        task_id="submit_measurements", measurements=built["measurements"]
+    )
+
+    export = M3terDataExportOperator(
+        task_id="export_usage",
+        source_type="USAGE",
+        export_start_date="{{ ti.xcom_pull(task_ids='build_measurements', key='start_date') }}",
+        export_end_date="{{ ti.xcom_pull(task_ids='build_measurements', key='end_date') }}",
+        account_ids="{{ ti.xcom_pull(task_ids='ensure_account') }}",
+        meter_ids="{{ ti.xcom_pull(task_ids='ensure_meter') }}",
+        export_file_format="CSV",
+        destination=os.path.join(OUTPUT_DIR, "{{ dag.dag_id }}", "{{ run_id }}", "usage.csv"),
+        poll_interval=POLL_INTERVAL,
+        timeout=3600,
+    )
+
+    @task
+    def report(export_result: dict) -> dict:
+        """Read the downloaded export back and say how much usage it holds."""
+        with open(export_result["destination"], newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+        print(f"Export {export_result['job_id']} holds {len(rows)} measurements.")
+        return {"rows": len(rows), "destination": export_result["destination"]}
+
+    [account_id, meter_id] >> submit
+    submit >> export
+    report(export.output)
