@@ -106,9 +106,13 @@ def dag_run_state(env: dict[str, str], bin_dir: pathlib.Path, dag_id: str) -> st
         text=True,
         check=False,
     )
+    # Airflow may print warnings on stdout before the JSON: read from the first "["
+    start = out.stdout.find("[")
     try:
-        runs = json.loads(out.stdout)
+        runs = json.loads(out.stdout[start:]) if start >= 0 else None
     except ValueError:
+        runs = None
+    if runs is None:
         return "unknown"
     return runs[0]["state"] if runs else "no run"
 
