@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import tempfile
@@ -106,10 +107,10 @@ def dag_run_state(env: dict[str, str], bin_dir: pathlib.Path, dag_id: str) -> st
         text=True,
         check=False,
     )
-    # Airflow may print warnings on stdout before the JSON: read from the first "["
-    start = out.stdout.find("[")
+    # Airflow may print warnings on stdout before the JSON: read from the first line opening a list
+    start = re.search(r"^\[", out.stdout, re.MULTILINE)
     try:
-        runs = json.loads(out.stdout[start:]) if start >= 0 else None
+        runs = json.loads(out.stdout[start.start() :]) if start else None
     except ValueError:
         runs = None
     if runs is None:
