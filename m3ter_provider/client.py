@@ -37,14 +37,11 @@ from m3ter_provider.errors import (
     M3terAPIError,
     M3terAuthError,
     M3terConfigError,
-    M3terJobFailedError,
-    M3terJobTimeoutError,
     M3terRateLimitError,
     M3terRequestError,
     M3terTransportError,
     m3ter_message,
 )
-from m3ter_provider.jobs import JobKind, get_kind
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +150,7 @@ class M3terClient:
         return self._token_cache.exchanges(self.credentials)
 
     def _exchange(self, credentials: Credentials) -> Token:
-        response = self._send_with_retries(
+        response = self.send_with_retries(
             "POST",
             credentials.token_url,
             lambda: exchange_once(self.session, credentials, timeout=self.timeout),
@@ -212,7 +209,7 @@ class M3terClient:
         refreshed = False
         while True:
             token = self._token()
-            response = self._send_with_retries(
+            response = self.send_with_retries(
                 method,
                 url,
                 lambda token=token: self.session.request(
@@ -232,7 +229,7 @@ class M3terClient:
                 log.info(
                     "m3ter refused the cached token for %s %s (HTTP %s); exchanging for a fresh one.",
                     method,
-                    _path(url),
+                    url_path(url),
                     response.status_code,
                 )
                 self._token_cache.invalidate(self.credentials, token)
@@ -242,7 +239,7 @@ class M3terClient:
                 return response
             raise self._error(method, url, response, refreshed=refreshed)
 
-    def _send_with_retries(
+    def send_with_retries(
         self, method: str, url: str, send: Callable[[], requests.Response], *, retry_unprocessed_only: bool
     ) -> requests.Response:
         max_retries = self.settings.max_retries
@@ -262,7 +259,7 @@ class M3terClient:
                     raise M3terTransportError(
                         f"no answer from m3ter ({reason})",
                         method=method,
-                        path=_path(url),
+                        path=url_path(url),
                         hint=hint,
                         attempts=attempt + 1,
                     ) from None
@@ -270,7 +267,7 @@ class M3terClient:
                 log.warning(
                     "%s %s: %s; retry %d of %d in %.1f s.",
                     method,
-                    _path(url),
+                    url_path(url),
                     reason,
                     attempt + 1,
                     max_retries,
@@ -282,13 +279,13 @@ class M3terClient:
                 if not retry or attempt >= max_retries:
                     response.attempts = attempt + 1  # type: ignore[attr-defined]
                     return response
-                retry_after = _retry_after(response)
+                retry_after = retry_after_seconds(response.headers)
                 delay = retry_after if retry_after is not None else self._backoff(attempt)
                 response.close()
                 log.warning(
                     "%s %s: m3ter answered HTTP %d; retry %d of %d in %.1f s%s.",
                     method,
-                    _path(url),
+                    url_path(url),
                     status,
                     attempt + 1,
                     max_retries,
@@ -313,7 +310,7 @@ class M3terClient:
         attempts = getattr(response, "attempts", 1)
         kwargs = dict(
             method=method,
-            path=_path(url),
+            path=url_path(url),
             status=status,
             m3ter_message=m3ter_message(body),
             attempts=attempts,
@@ -357,7 +354,7 @@ class M3terClient:
                 raise M3terAPIError(
                     "the answer has no 'data' list",
                     method="GET",
-                    path=_path(self.url(path)),
+                    path=url_path(self.url(path)),
                     hint="paginate() is for m3ter list endpoints, which answer {'data': [...], 'nextToken'}.",
                 )
             yield from page["data"]
@@ -368,7 +365,7 @@ class M3terClient:
                 raise M3terAPIError(
                     f"m3ter repeated a nextToken on page {pages}",
                     method="GET",
-                    path=_path(self.url(path)),
+                    path=url_path(self.url(path)),
                     hint="Paging stopped to avoid a loop.",
                 )
             seen_tokens.add(next_token)
@@ -430,99 +427,6 @@ class M3terClient:
         progress.done(sent["requests"])
         return {"measurements": total, "requests": sent["requests"], "bytes": sent["bytes"]}
 
-    # ---------------------------------------------------------------- long-running jobs
-    def get_job(self, kind: str | JobKind, job_id: str) -> dict[str, Any]:
-        """Read one job of ``kind`` (see :data:`m3ter_provider.jobs.JOB_KINDS`)."""
-        return self.request("GET", get_kind(kind).path(job_id))
-
-    def wait_for_job(
-        self,
-        kind: str | JobKind,
-        job_id: str,
-        *,
-        poll_interval: float = 10.0,
-        timeout: float | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> dict[str, Any]:
-        """Poll a job until it reaches a final state and return it.
-
-        :raises M3terJobFailedError: the job reached a failed state.
-        :raises M3terJobTimeoutError: ``timeout`` seconds passed first.
-        """
-        job_kind = get_kind(kind)
-        deadline = None if timeout is None else clock() + timeout
-        last_status: str | None = None
-        while True:
-            job = self.get_job(job_kind, job_id)
-            status = job_kind.status(job)
-            if status != last_status:
-                log.info("m3ter %s %s is %s.", job_kind.title, job_id, status)
-                last_status = status
-            outcome = job_kind.outcome(job)
-            if outcome == "done":
-                return job
-            if outcome == "failed":
-                raise M3terJobFailedError(
-                    f"m3ter {job_kind.title} {job_id} ended {status}.",
-                    kind=job_kind.name,
-                    job_id=job_id,
-                    status=status,
-                    job=job,
-                )
-            if deadline is not None and clock() + poll_interval > deadline:
-                raise M3terJobTimeoutError(
-                    f"m3ter {job_kind.title} {job_id} was still {status} after {timeout:g} s.",
-                    kind=job_kind.name,
-                    job_id=job_id,
-                    status=status,
-                    job=job,
-                )
-            self.sleep(poll_interval)
-
-    def cancel_job(self, kind: str | JobKind, job_id: str) -> Any:
-        """Cancel a job where m3ter has a cancel endpoint for its kind."""
-        job_kind = get_kind(kind)
-        if job_kind.cancel_path is None:
-            raise M3terConfigError(f"m3ter has no way to cancel a {job_kind.title}.")
-        job_kind.path(job_id)  # validates the id
-        return self.request("POST", job_kind.cancel_path.format(job_id=job_id), idempotent=True)
-
-    def download(self, url: str, destination: Any, *, chunk_size: int = 1 << 20) -> dict[str, Any]:
-        """Stream a presigned URL to ``destination`` (a local path or an ``ObjectStoragePath``).
-
-        The presigned URL carries its own authorisation: the bearer token is never sent to it,
-        and the file is never held in memory whole.
-
-        :return: ``{"destination": str, "bytes": n}``.
-        """
-        target = _open_for_write(destination)
-        plain = requests.Session()
-        plain.headers["User-Agent"] = self.user_agent
-        written = 0
-        try:
-            response = self._send_with_retries(
-                "GET",
-                url,
-                lambda: plain.get(url, stream=True, timeout=self.timeout, allow_redirects=True),
-                retry_unprocessed_only=False,
-            )
-            if not response.ok:
-                raise M3terAPIError(
-                    "the download failed",
-                    method="GET",
-                    path=_path(url),
-                    status=response.status_code,
-                    hint="Presigned m3ter download URLs expire after 15 minutes: fetch a new one.",
-                )
-            with response, target() as handle:
-                for chunk in response.iter_content(chunk_size):
-                    handle.write(chunk)
-                    written += len(chunk)
-        finally:
-            plain.close()
-        log.info("Downloaded %s bytes to %s.", f"{written:,}", destination)
-        return {"destination": str(destination), "bytes": written}
-
     # ---------------------------------------------------------------- tokens held outside the client
     def invalidate_token(self, value: str) -> None:
         """Drop the cached token if it is ``value``: a caller that sent it itself (the async trigger)
@@ -530,60 +434,6 @@ class M3terClient:
         token = self._last_token
         if token is not None and token.value == value:
             self._token_cache.invalidate(self.credentials, token)
-
-    # ---------------------------------------------------------------- bill jobs
-    def start_bill_job(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        """``POST billjobs`` (not retried where m3ter may have processed it) and return the new job."""
-        job = self.request("POST", "billjobs", json=dict(body))
-        if not isinstance(job, dict) or not job.get("id"):
-            raise M3terAPIError(
-                "m3ter answered without a bill job id",
-                method="POST",
-                path=_path(self.url("billjobs")),
-                hint="Check the API URL of the connection points at m3ter's Config API.",
-            )
-        return job
-
-    def find_active_bill_job(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
-        """The oldest active bill job (``GET billjobs?active=true``) created for the same request.
-
-        A job matches when it bills the same set of ``accountIds`` and agrees on every other field
-        of ``body`` that m3ter echoes in the job (``billDate``, ``lastDateInBillingPeriod``,
-        ``billingFrequency``, ``dueDate``...). Used on a retry so a second job is not created.
-        """
-        for job in self.paginate("billjobs", params={"active": "true"}, page_size=100):
-            if isinstance(job, dict) and bill_job_matches(job, body):
-                return job
-        return None
-
-    def bill_ids(self, job: Mapping[str, Any]) -> list[str]:
-        """The ids of the bills a finished bill job produced (``billIds``, else ``GET bills?billJobId=``)."""
-        ids = job.get("billIds")
-        if isinstance(ids, list) and ids:
-            return [str(i) for i in ids]
-        return [
-            str(bill["id"])
-            for bill in self.paginate("bills", params={"billJobId": job["id"]}, page_size=100)
-            if isinstance(bill, dict) and bill.get("id")
-        ]
-
-
-def _open_for_write(destination: Any) -> Callable[[], Any]:
-    """A zero-argument opener for a local path (parents created) or any object with ``open("wb")``."""
-    import os
-    import pathlib
-
-    if isinstance(destination, (str, os.PathLike)) and not hasattr(destination, "fs"):
-        path = pathlib.Path(destination)
-
-        def opener() -> Any:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            return path.open("wb")
-
-        return opener
-    if hasattr(destination, "open"):
-        return lambda: destination.open("wb")
-    raise M3terConfigError(f"destination {destination!r}: give a local path or an ObjectStoragePath.")
 
 
 def decode(response: requests.Response) -> Any:
@@ -612,13 +462,14 @@ def _query(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return query
 
 
-def _path(url: str) -> str:
+def url_path(url: str) -> str:
+    """The path of ``url``, for messages (no host, no query)."""
     return urlsplit(url).path or "/"
 
 
-def _retry_after(response: requests.Response) -> float | None:
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date), capped."""
-    value = response.headers.get("Retry-After")
+    value = headers.get("Retry-After")
     if not value:
         return None
     value = value.strip()
@@ -660,29 +511,3 @@ def _transport_reason(exc: BaseException) -> str:
     if _never_sent(exc):
         return "connection refused"
     return "connection dropped"
-
-
-#: bill job request fields m3ter echoes in the job, compared when looking for a job already started
-BILL_JOB_MATCH_FIELDS = (
-    "billDate",
-    "lastDateInBillingPeriod",
-    "billingFrequency",
-    "billFrequencyInterval",
-    "dueDate",
-    "externalInvoiceDate",
-    "targetCurrency",
-    "timezone",
-)
-
-
-def bill_job_matches(job: Mapping[str, Any], body: Mapping[str, Any]) -> bool:
-    """Whether bill ``job`` was created from a request like ``body`` (same accounts, same dates)."""
-    if job.get("type") not in (None, "CREATE"):
-        return False
-    if set(job.get("accountIds") or ()) != set(body.get("accountIds") or ()):
-        return False
-    return all(
-        str(job.get(field)) == str(body[field])
-        for field in BILL_JOB_MATCH_FIELDS
-        if body.get(field) is not None
-    )

@@ -12,9 +12,10 @@ from typing import Any
 import requests
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 
-from m3ter_provider import __version__
+from m3ter_provider import __version__, job_calls
 from m3ter_provider.client import DEFAULT_INGEST_CONCURRENCY, M3terClient
 from m3ter_provider.config import EXTRA_FIELDS, M3terSettings
+from m3ter_provider.download import download
 from m3ter_provider.errors import M3terError
 from m3ter_provider.jobs import DATA_EXPORT, JobKind, data_export_body
 
@@ -59,7 +60,9 @@ class M3terHook(BaseHook):
     @cached_property
     def settings(self) -> M3terSettings:
         """The connection's validated settings (read once per hook)."""
-        conn = self.get_connection(self.m3ter_conn_id)
+        return self._settings_from(self.get_connection(self.m3ter_conn_id))
+
+    def _settings_from(self, conn: Any) -> M3terSettings:
         if conn.password:
             mask_secret(conn.password)
         return M3terSettings.from_connection_fields(
@@ -160,7 +163,7 @@ class M3terHook(BaseHook):
     # ---------------------------------------------------------------- long-running jobs
     def get_job(self, kind: str | JobKind, job_id: str) -> dict[str, Any]:
         """Read one job of ``kind``: ``"dataexport"``, ``"billjob"``, ``"statementjob"``, ``"fileupload"``."""
-        return self.client.get_job(kind, job_id)
+        return job_calls.get_job(self.client, kind, job_id)
 
     def wait_for_job(
         self, kind: str | JobKind, job_id: str, *, poll_interval: float = 10.0, timeout: float | None = None
@@ -170,11 +173,11 @@ class M3terHook(BaseHook):
         :raises M3terJobFailedError: the job failed or was cancelled (message names id and status).
         :raises M3terJobTimeoutError: it was not final after ``timeout`` seconds.
         """
-        return self.client.wait_for_job(kind, job_id, poll_interval=poll_interval, timeout=timeout)
+        return job_calls.wait_for_job(self.client, kind, job_id, poll_interval=poll_interval, timeout=timeout)
 
     def cancel_job(self, kind: str | JobKind, job_id: str) -> Any:
         """Cancel a bill job or statement job."""
-        return self.client.cancel_job(kind, job_id)
+        return job_calls.cancel_job(self.client, kind, job_id)
 
     def start_data_export(self, source_type: str, **kwargs: Any) -> str:
         """Start an ad-hoc data export and return its job id.
@@ -202,7 +205,7 @@ class M3terHook(BaseHook):
 
         :return: ``{"destination": str, "bytes": n}``.
         """
-        return self.client.download(url, destination)
+        return download(self.client, url, destination)
 
     def test_connection(self) -> tuple[bool, str]:
         """Exchange the credentials and read the Organization's config; say which step failed."""
@@ -286,17 +289,7 @@ class M3terHook(BaseHook):
                 conn = await aget_connection(self.m3ter_conn_id)
             else:  # Airflow 2: no async connection API
                 conn = await asyncio.to_thread(self.get_connection, self.m3ter_conn_id)
-            if conn.password:
-                mask_secret(conn.password)
-            self.__dict__["settings"] = M3terSettings.from_connection_fields(
-                self.m3ter_conn_id,
-                login=conn.login,
-                password=conn.password,
-                host=conn.host,
-                port=conn.port,
-                schema=conn.schema,
-                extra=conn.extra_dejson,
-            )
+            self.__dict__["settings"] = self._settings_from(conn)
         return self.client
 
     def invalidate_token(self, token: str) -> None:
@@ -315,14 +308,14 @@ class M3terHook(BaseHook):
         :param body: m3ter's ``BillJobRequest`` (``accountIds``, ``billDate``,
             ``lastDateInBillingPeriod``, ``billingFrequency``...).
         """
-        job = self.client.start_bill_job(body)
+        job = job_calls.start_bill_job(self.client, body)
         self.log.info("Started m3ter bill job %s.", job["id"])
         return job
 
     def find_active_bill_job(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
         """An active bill job created from the same request (same accounts and dates), if any."""
-        return self.client.find_active_bill_job(body)
+        return job_calls.find_active_bill_job(self.client, body)
 
     def get_bill_ids(self, job: Mapping[str, Any]) -> list[str]:
         """The ids of the bills a finished bill job produced."""
-        return self.client.bill_ids(job)
+        return job_calls.bill_ids(self.client, job)

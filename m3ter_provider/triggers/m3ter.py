@@ -11,12 +11,13 @@ from typing import Any
 import httpx
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from m3ter_provider.client import RETRY_STATUSES, retry_after_seconds
 from m3ter_provider.errors import M3terError, M3terTransportError, m3ter_message
 from m3ter_provider.hooks.m3ter import M3terHook
 from m3ter_provider.jobs import get_kind
 
-#: answers after which m3ter did not do the work: poll again after a pause
-TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+#: answers after which a poll is worth repeating: the client's retry statuses, plus 408 and 425
+TRANSIENT_STATUSES = RETRY_STATUSES | {408, 425}
 #: the longest pause between two polls after transient errors, in seconds
 MAX_BACKOFF = 60.0
 
@@ -169,7 +170,9 @@ class M3terJobTrigger(BaseTrigger):
                 refreshed = True
                 continue
             if response.status_code in TRANSIENT_STATUSES:
-                raise _Transient(f"m3ter answered HTTP {response.status_code}", _retry_after(response))
+                raise _Transient(
+                    f"m3ter answered HTTP {response.status_code}", retry_after_seconds(response.headers)
+                )
             body = _json(response)
             if not response.is_success:
                 raise M3terError(
@@ -205,13 +208,5 @@ class M3terJobTrigger(BaseTrigger):
 def _json(response: httpx.Response) -> Any:
     try:
         return response.json()
-    except ValueError:
-        return None
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    try:
-        return max(float(value), 0.0) if value else None
     except ValueError:
         return None
