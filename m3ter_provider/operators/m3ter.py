@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator
 
+from m3ter_provider.client import DEFAULT_INGEST_CONCURRENCY
 from m3ter_provider.errors import M3terConfigError
 from m3ter_provider.hooks.m3ter import M3terHook
 from m3ter_provider.jobs import BILL_JOB, DATA_EXPORT, data_export_body
@@ -140,6 +141,7 @@ class M3terSubmitMeasurementsOperator(BaseOperator):
     :param measurements: the measurements (dicts with ``account``, ``meter``, ``ts``...). (templated)
     :param measurements_file: a file of measurements instead. (templated)
     :param file_format: ``"jsonl"`` or ``"csv"``; by default taken from the file's suffix.
+    :param concurrency: measurement batches in flight at once (1 to 10, default 4).
     :param m3ter_conn_id: the m3ter connection id.
     """
 
@@ -152,10 +154,13 @@ class M3terSubmitMeasurementsOperator(BaseOperator):
         measurements: Any = None,
         measurements_file: Any = None,
         file_format: str | None = None,
+        concurrency: int = DEFAULT_INGEST_CONCURRENCY,
         m3ter_conn_id: str = M3terHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 10:
+            raise M3terConfigError(f"concurrency {concurrency!r}: give a whole number from 1 to 10.")
         if (measurements is None) == (measurements_file is None):
             raise M3terConfigError(
                 "give exactly one of measurements (a list or an XCom) or measurements_file (a path)."
@@ -163,6 +168,7 @@ class M3terSubmitMeasurementsOperator(BaseOperator):
         self.measurements = measurements
         self.measurements_file = measurements_file
         self.file_format = file_format
+        self.concurrency = concurrency
         self.m3ter_conn_id = m3ter_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -178,7 +184,7 @@ class M3terSubmitMeasurementsOperator(BaseOperator):
         )
         hook = M3terHook(m3ter_conn_id=self.m3ter_conn_id)
         persist_console_link(context, hook.console_url)
-        summary = hook.submit_measurements(rows, uid_namespace=namespace)
+        summary = hook.submit_measurements(rows, uid_namespace=namespace, concurrency=self.concurrency)
         return {key: summary[key] for key in ("measurements", "requests", "bytes")}
 
 

@@ -141,3 +141,12 @@ def test_arguments_are_checked_when_the_dag_is_parsed(tmp_path):
     op = M3terSubmitMeasurementsOperator(task_id="t", measurements_file=str(tmp_path / "usage.txt"))
     with pytest.raises(M3terConfigError, match="cannot tell the format"):
         op.execute(make_context(op))
+
+
+@pytest.mark.parametrize("concurrency", [0, 11, 1.5])
+def test_concurrency_is_checked_when_the_dag_is_parsed(concurrency):
+    from m3ter_provider.errors import M3terConfigError
+    from m3ter_provider.operators.m3ter import M3terSubmitMeasurementsOperator
+
+    with pytest.raises(M3terConfigError, match="concurrency"):
+        M3terSubmitMeasurementsOperator(task_id="push", measurements=[], concurrency=concurrency)
