@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from m3ter_provider.client import M3terClient, url_path
-from m3ter_provider.errors import M3terAPIError, M3terConfigError, M3terJobFailedError, M3terJobTimeoutError
+from m3ter_provider.errors import M3terAPIError, M3terConfigError, M3terJobTimeoutError
 from m3ter_provider.jobs import JobKind, get_kind
 
 log = logging.getLogger(__name__)
@@ -50,13 +50,7 @@ def wait_for_job(
         if outcome == "done":
             return job
         if outcome == "failed":
-            raise M3terJobFailedError(
-                f"m3ter {job_kind.title} {job_id} ended {status}.",
-                kind=job_kind.name,
-                job_id=job_id,
-                status=status,
-                job=job,
-            )
+            raise job_kind.failed_error(job_id, job)
         if deadline is not None and clock() + poll_interval > deadline:
             raise M3terJobTimeoutError(
                 f"m3ter {job_kind.title} {job_id} was still {status} after {timeout:g} s.",

@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from m3ter_provider.errors import M3terConfigError
+from m3ter_provider.errors import M3terConfigError, M3terJobFailedError
 
 Outcome = Literal["done", "failed", "running"]
 
@@ -54,6 +54,17 @@ class JobKind:
         if status in self.failed_states:
             return "failed"
         return "running"
+
+    def failed_error(self, job_id: str, job: Mapping[str, Any]) -> M3terJobFailedError:
+        """The error for a job of this kind that reached a failed state (names its id and status)."""
+        status = self.status(job)
+        return M3terJobFailedError(
+            f"m3ter {self.title} {job_id} ended {status}.",
+            kind=self.name,
+            job_id=job_id,
+            status=status,
+            job=job,
+        )
 
 
 DATA_EXPORT = JobKind(

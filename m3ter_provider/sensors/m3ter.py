@@ -73,12 +73,7 @@ class M3terJobSensor(BaseSensorOperator):
         outcome = job_kind.outcome(job)
         self.log.info("m3ter %s %s is %s.", job_kind.title, job_id, status)
         if outcome == "failed":
-            raise M3terJobFailedError(
-                f"m3ter {job_kind.title} {job_id} ended {status}.",
-                kind=self.kind,
-                job_id=job_id,
-                status=status,
-            )
+            raise job_kind.failed_error(job_id, job)
         return PokeReturnValue(is_done=True, xcom_value=job) if outcome == "done" else False
 
     def execute(self, context: Context) -> Any:
