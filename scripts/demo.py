@@ -80,7 +80,7 @@ def main(argv: list[str]) -> int:
             return 1
         print(f"==> airflow dags test {dag_id}")
         code = run([str(bin_dir / "airflow"), "dags", "test", dag_id], env)
-        state = dag_run_state(env, bin_dir, dag_id)
+        state = dag_run_state(env, dag_id)
         print(f"==> DAG run of {dag_id}: {state}")
         if emulator is not None:
             stats = emulator.stats()
@@ -98,24 +98,26 @@ def main(argv: list[str]) -> int:
             emulator.stop()
 
 
-def dag_run_state(env: dict[str, str], bin_dir: pathlib.Path, dag_id: str) -> str:
+#: reads the latest run's state through Airflow's own model (the CLI's flags differ between 2.x and 3.x)
+_STATE_QUERY = """
+import sys
+from sqlalchemy import select
+from airflow.models.dagrun import DagRun
+from airflow.utils.session import create_session
+with create_session() as session:
+    query = select(DagRun).where(DagRun.dag_id == sys.argv[1]).order_by(DagRun.id.desc()).limit(1)
+    run = session.scalars(query).first()
+    print("STATE=" + (str(getattr(run.state, "value", run.state)) if run else "no run"))
+"""
+
+
+def dag_run_state(env: dict[str, str], dag_id: str) -> str:
     """The state of the latest run of ``dag_id``, read back from the metadata DB."""
     out = subprocess.run(
-        [str(bin_dir / "airflow"), "dags", "list-runs", dag_id, "-o", "json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
+        [sys.executable, "-c", _STATE_QUERY, dag_id], env=env, capture_output=True, text=True, check=False
     )
-    # Airflow may print warnings on stdout before the JSON: read from the first line opening a list
-    start = re.search(r"^\[", out.stdout, re.MULTILINE)
-    try:
-        runs = json.loads(out.stdout[start.start() :]) if start else None
-    except ValueError:
-        runs = None
-    if runs is None:
-        return "unknown"
-    return runs[0]["state"] if runs else "no run"
+    found = re.search(r"^STATE=(.*)$", out.stdout, re.MULTILINE)
+    return found.group(1) if found else "unknown"
 
 
 if __name__ == "__main__":
