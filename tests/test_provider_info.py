@@ -6,6 +6,7 @@ import importlib
 import importlib.metadata
 import json
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -61,6 +62,13 @@ def test_connection_type_declares_fields_and_behaviour():
     assert conn["ui-field-behaviour"]["relabeling"]["password"] == "Api Secret"
 
 
+def cli_json(stdout: str) -> list:
+    """The JSON list a ``-o json`` command printed, after any warnings Airflow printed first."""
+    start = re.search(r"^\[(\{|\])", stdout, re.MULTILINE)
+    assert start, stdout[-2000:]
+    return json.loads(stdout[start.start() :])
+
+
 def test_airflow_cli_lists_the_provider_and_its_connection_type():
     airflow_bin = pathlib.Path(sys.executable).parent / "airflow"
     providers = subprocess.run(
@@ -70,7 +78,7 @@ def test_airflow_cli_lists_the_provider_and_its_connection_type():
         timeout=120,
         check=True,
     )
-    assert "airflow-provider-m3ter" in {p["package_name"] for p in json.loads(providers.stdout)}
+    assert "airflow-provider-m3ter" in {p["package_name"] for p in cli_json(providers.stdout)}
     hooks = subprocess.run(
         [airflow_bin, "providers", "hooks", "-o", "json"],
         capture_output=True,
@@ -78,7 +86,7 @@ def test_airflow_cli_lists_the_provider_and_its_connection_type():
         timeout=120,
         check=True,
     )
-    rows = {row["connection_type"]: row for row in json.loads(hooks.stdout)}
+    rows = {row["connection_type"]: row for row in cli_json(hooks.stdout)}
     assert rows["m3ter"]["class"] == "m3ter_provider.hooks.m3ter.M3terHook"
     assert rows["m3ter"]["conn_id_attribute_name"] == "m3ter_conn_id"
 
