@@ -287,7 +287,7 @@ class M3terHook(BaseHook):
             aget_connection = getattr(self, "aget_connection", None)
             if aget_connection is not None:
                 conn = await aget_connection(self.m3ter_conn_id)
-            else:  # Airflow 2: no async connection API
+            else:  # no async connection API (Airflow 2.x, 3.0)
                 conn = await asyncio.to_thread(self.get_connection, self.m3ter_conn_id)
             self.__dict__["settings"] = self._settings_from(conn)
         return self.client
