@@ -167,7 +167,9 @@ def test_a_bad_connection_is_an_error_event(monkeypatch):
 
 def test_the_connection_is_read_without_the_sync_api_on_airflow_3(emu, monkeypatch):
     if not hasattr(BaseHook, "aget_connection"):
-        pytest.skip("this Airflow has no async connection API (2.x, 3.0); the trigger reads it on a thread there")
+        pytest.skip(
+            "this Airflow has no async connection API (2.x, 3.0); the trigger reads it on a thread there"
+        )
 
     def refuse(*args, **kwargs):
         raise AssertionError("the sync get_connection blocks the triggerer's event loop")
