@@ -10,9 +10,10 @@ from functools import cached_property
 from typing import Any
 
 import requests
-from airflow.providers.common.compat.sdk import BaseHook, mask_secret
+from airflow.providers.common.compat.sdk import BaseHook
 
 from m3ter_provider import __version__, job_calls
+from m3ter_provider._compat import mask_secret
 from m3ter_provider.client import DEFAULT_INGEST_CONCURRENCY, M3terClient
 from m3ter_provider.config import EXTRA_FIELDS, M3terSettings
 from m3ter_provider.download import download

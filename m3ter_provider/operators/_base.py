@@ -6,8 +6,9 @@ import time
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow.providers.common.compat.sdk import BaseOperator, ResumableJobMixin, conf
+from airflow.providers.common.compat.sdk import BaseOperator, conf
 
+from m3ter_provider._compat import ResumableJobMixin
 from m3ter_provider.errors import (
     M3terAPIError,
     M3terConfigError,
