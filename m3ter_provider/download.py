@@ -66,7 +66,7 @@ def download(client: M3terClient, url: str, destination: Any, *, chunk_size: int
 
 
 def _open_for_write(destination: Any) -> Callable[[], Any]:
-    """A zero-argument opener for a local path (parents created) or any object with ``open("wb")``."""
+    """A zero-argument opener for a local path or ``ObjectStoragePath`` (local parents created)."""
     if isinstance(destination, (str, os.PathLike)) and not hasattr(destination, "fs"):
         path = pathlib.Path(destination)
 
@@ -76,5 +76,11 @@ def _open_for_write(destination: Any) -> Callable[[], Any]:
 
         return opener
     if hasattr(destination, "open"):
-        return lambda: destination.open("wb")
+
+        def open_object() -> Any:
+            if getattr(destination, "protocol", None) in ("file", "local"):  # a local ObjectStoragePath
+                destination.parent.mkdir(parents=True, exist_ok=True)
+            return destination.open("wb")
+
+        return open_object
     raise M3terConfigError(f"destination {destination!r}: give a local path or an ObjectStoragePath.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.metadata
 import importlib.util
 from collections.abc import Iterable, Iterator, Mapping
@@ -21,7 +22,9 @@ from m3ter_provider.errors import M3terError
 from m3ter_provider.jobs import DATA_EXPORT, JobKind, data_export_body
 
 
+@functools.cache
 def _user_agent() -> str:
+    """The same for the whole process: read the installed versions once."""
     try:
         airflow_version = importlib.metadata.version("apache-airflow")
     except importlib.metadata.PackageNotFoundError:  # pragma: no cover - airflow-core only installs

@@ -171,6 +171,10 @@ class M3terSubmitMeasurementsOperator(BaseOperator):
         self.concurrency = concurrency
         self.m3ter_conn_id = m3ter_conn_id
 
+    @cached_property
+    def hook(self) -> M3terHook:
+        return M3terHook(m3ter_conn_id=self.m3ter_conn_id)
+
     def execute(self, context: Context) -> dict[str, Any]:
         if self.measurements_file is not None:
             rows = read_measurements_file(self.measurements_file, self.file_format)
@@ -182,9 +186,8 @@ class M3terSubmitMeasurementsOperator(BaseOperator):
         namespace = jsonlib.dumps(
             [ti.dag_id, ti.task_id, context["run_id"], -1 if map_index is None else map_index]
         )
-        hook = M3terHook(m3ter_conn_id=self.m3ter_conn_id)
-        persist_console_link(context, hook.console_url)
-        summary = hook.submit_measurements(rows, uid_namespace=namespace, concurrency=self.concurrency)
+        persist_console_link(context, self.hook.console_url)
+        summary = self.hook.submit_measurements(rows, uid_namespace=namespace, concurrency=self.concurrency)
         return {key: summary[key] for key in ("measurements", "requests", "bytes")}
 
 
@@ -340,10 +343,7 @@ class M3terDataExportOperator(M3terJobOperatorBase):
             url = self.hook.get_export_download_url(job_id).get("url")
             if not url:
                 raise M3terConfigError(f"m3ter gave no download URL for data export {job_id}.")
-            target = open_path(self.destination)
-            if getattr(target, "protocol", None) in ("file", "local"):  # a local ObjectStoragePath
-                target.parent.mkdir(parents=True, exist_ok=True)
-            downloaded = self.hook.download(url, target)
+            downloaded = self.hook.download(url, open_path(self.destination))
             result.update(destination=downloaded["destination"], bytes=downloaded["bytes"])
         return result
 
