@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import hmac
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -20,7 +21,15 @@ from urllib.parse import urlsplit
 
 import requests
 
-from m3ter_provider.errors import M3terAuthError, M3terConfigError, M3terError, m3ter_message
+from m3ter_provider.errors import (
+    M3terAPIError,
+    M3terAuthError,
+    M3terConfigError,
+    M3terError,
+    M3terTransportError,
+    m3ter_message,
+)
+from m3ter_provider.retry import CREDENTIAL_STATUSES, RETRY_STATUSES
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +164,8 @@ def parse_token_response(body: Any, *, now: float, token_url: str) -> Token:
         lifetime = float(body.get("expires_in", 18000))
     except (TypeError, ValueError):
         lifetime = 18000.0
+    if not math.isfinite(lifetime):  # "nan" or "inf": m3ter's documented 5 hours
+        lifetime = 18000.0
     lifetime = max(lifetime, 1.0)
     expires_at = now + lifetime
     return Token(
@@ -186,21 +197,43 @@ def exchange_once(
 
 
 def raise_for_token_response(response: requests.Response, credentials: Credentials) -> Any:
-    """Return the decoded body of a 2xx token answer; raise :class:`M3terAuthError` otherwise."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if response.ok:
+    """Return the decoded body of a 2xx token answer, else raise by what the status means.
+
+    - 400, 401, 403: :class:`M3terAuthError`, the credentials are wrong (check login and password);
+    - 429, 5xx, 408, 425 (what the retries left): :class:`M3terTransportError`, the token endpoint is
+      unavailable for now (transient: not a credentials problem);
+    - anything else (404, 405...): :class:`M3terAPIError`, the token URL is probably wrong.
+    """
+    status = response.status_code
+    body = getattr(response, "m3ter_json", None)
+    if body is None and response.content:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+    if 200 <= status < 300:
         return body
-    path = _path_of(credentials.token_url)
-    raise M3terAuthError(
-        "m3ter refused the client-credentials exchange",
+    kwargs: dict[str, Any] = dict(
         method="POST",
-        path=path,
-        status=response.status_code,
+        path=_path_of(credentials.token_url),
+        status=status,
         m3ter_message=m3ter_message(body),
-        hint=credential_hint(credentials),
+        attempts=getattr(response, "attempts", 1),
+    )
+    if status in CREDENTIAL_STATUSES:
+        raise M3terAuthError(
+            "m3ter refused the client-credentials exchange", hint=credential_hint(credentials), **kwargs
+        )
+    if status in RETRY_STATUSES or status >= 500:
+        raise M3terTransportError(
+            "m3ter's token endpoint is unavailable",
+            hint="This is transient, not a credentials problem: try again later (the retries ran out).",
+            **kwargs,
+        )
+    raise M3terAPIError(
+        "the token endpoint answered with an unexpected status",
+        hint=f"Check the token_url of {credentials.label} (default: <API URL>/oauth/token).",
+        **kwargs,
     )
 
 

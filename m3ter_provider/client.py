@@ -1,33 +1,33 @@
-"""A framework-free m3ter API client: authenticated requests, retries, paging and ingest.
+"""A framework-free m3ter API client: the Organization's URLs, its token, authenticated calls.
 
 :class:`~m3ter_provider.hooks.m3ter.M3terHook` builds one from an Airflow connection; the client
-itself imports nothing from Airflow, so it is tested and benchmarked on its own.
+itself imports nothing from Airflow, so it is tested and benchmarked on its own. The work is split
+by job: :mod:`~m3ter_provider.transport` sends and checks (one session, the retry loop, what counts
+as success), :mod:`~m3ter_provider.retry` decides (the one retry policy),
+:mod:`~m3ter_provider.paging` pages, :mod:`~m3ter_provider.auth` exchanges and caches tokens; the
+client ties them to one connection and keeps ingest orchestration (``submit_measurements``).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import email.utils
 import json as jsonlib
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import requests
-import urllib3.exceptions
 
-from m3ter_provider import ingest
+from m3ter_provider import ingest, paging
 from m3ter_provider.auth import (
     TOKEN_CACHE,
     BearerAuth,
     Credentials,
     Token,
     TokenCache,
-    credential_hint,
     exchange_once,
     parse_token_response,
     raise_for_token_response,
@@ -39,21 +39,34 @@ from m3ter_provider.errors import (
     M3terConfigError,
     M3terRateLimitError,
     M3terRequestError,
-    M3terTransportError,
     m3ter_message,
 )
+from m3ter_provider.retry import (
+    IDEMPOTENT_METHODS,
+    MAX_RETRY_AFTER,
+    RETRY_STATUSES,
+    UNPROCESSED_STATUSES,
+    RetryPolicy,
+    retry_after_seconds,
+)
+from m3ter_provider.transport import Transport, json_of, url_path
 
 log = logging.getLogger(__name__)
 
-#: statuses worth another try: m3ter was busy or failed on its side
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-#: statuses after which m3ter did not process the request: a create may be retried safely
-UNPROCESSED_STATUSES = frozenset({429, 503})
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+__all__ = [
+    "DEFAULT_INGEST_CONCURRENCY",
+    "IDEMPOTENT_METHODS",
+    "MAX_RETRY_AFTER",
+    "RETRY_STATUSES",
+    "UNPROCESSED_STATUSES",
+    "M3terClient",
+    "decode",
+    "retry_after_seconds",
+    "url_path",
+]
+
 #: measurement batches in flight at once by default
 DEFAULT_INGEST_CONCURRENCY = 4
-#: longest Retry-After honoured, in seconds
-MAX_RETRY_AFTER = 300.0
 
 
 class M3terClient:
@@ -84,20 +97,30 @@ class M3terClient:
             token_url=settings.token_url,
             access_key_id=settings.access_key_id,
             api_secret=settings.api_secret,
-            label=f"the m3ter connection {settings.conn_id!r}",
+            label=settings.label,
         )
         self._on_secret = on_secret or (lambda _secret: None)
         self._on_secret(settings.api_secret)
         self._token_cache = token_cache
         self._last_token: Token | None = None
-        self.backoff_base = backoff_base
-        self.backoff_max = backoff_max
+        #: the last token this client exchanged while m3ter has not yet accepted it: a refusal of
+        #: it is a permission or org id problem, not an expired token
+        self._unproven: str | None = None
+        #: the one retry policy (see :mod:`m3ter_provider.retry`)
+        self.policy = RetryPolicy(
+            max_retries=settings.max_retries, backoff_base=backoff_base, backoff_max=backoff_max
+        )
         #: how retries wait; tests replace it to record the delays instead of sleeping
         self.sleep: Callable[[float], None] = time.sleep
-        self._session: requests.Session | None = None
-        self._session_lock = threading.Lock()
         connect = min(10.0, settings.timeout)
         self.timeout = (connect, settings.timeout)
+        self.transport = Transport(
+            user_agent=user_agent,
+            timeout=self.timeout,
+            policy=self.policy,
+            sleep=lambda seconds: self.sleep(seconds),
+            label=settings.label,
+        )
 
     def __repr__(self) -> str:
         return f"M3terClient(conn_id={self.settings.conn_id!r}, org_id={self.settings.org_id!r})"
@@ -106,19 +129,10 @@ class M3terClient:
     @property
     def session(self) -> requests.Session:
         """One keep-alive ``requests.Session`` per client."""
-        if self._session is None:
-            with self._session_lock:
-                if self._session is None:
-                    session = requests.Session()
-                    session.headers["User-Agent"] = self.user_agent
-                    session.headers["Accept"] = "application/json"
-                    self._session = session
-        return self._session
+        return self.transport.session
 
     def close(self) -> None:
-        if self._session is not None:
-            self._session.close()
-            self._session = None
+        self.transport.close()
 
     def url(self, path: str, *, ingest_api: bool = False) -> str:
         """``"accounts"`` -> ``<API URL>/organizations/<org>/accounts``; ``"/oauth/token"`` -> as given."""
@@ -150,19 +164,30 @@ class M3terClient:
         return self._token_cache.exchanges(self.credentials)
 
     def _exchange(self, credentials: Credentials) -> Token:
-        response = self.send_with_retries(
+        """Exchange the credentials once, retried under the policy (429, 5xx and timeouts are
+        transient: an :class:`M3terTransportError` after the retries, never a credentials error)."""
+        response = self.transport.call(
             "POST",
             credentials.token_url,
             lambda: exchange_once(self.session, credentials, timeout=self.timeout),
-            retry_unprocessed_only=False,
+            idempotent=True,
         )
         body = raise_for_token_response(response, credentials)
         now = self._token_cache.clock()
         token = parse_token_response(body, now=now, token_url=credentials.token_url)
+        self._unproven = token.value
         log.info(
             "Obtained an m3ter bearer token for %s (valid %.0f s).", credentials.label, token.expires_at - now
         )
         return token
+
+    def _is_fresh(self, token: Token) -> bool:
+        """Whether ``token`` was exchanged by this client and m3ter has not accepted it yet."""
+        return self._unproven == token.value
+
+    def _accepted(self, token: Token) -> None:
+        if self._unproven == token.value:
+            self._unproven = None
 
     # ---------------------------------------------------------------- requests
     def request(
@@ -184,11 +209,12 @@ class M3terClient:
         :param idempotent: whether a retry after an ambiguous failure is safe. By default GET,
             PUT, DELETE are; a POST is retried only where m3ter did not process it.
         :param ingest_api: send to the ingest URL instead of the API URL.
+        :raises M3terConfigError: ``json`` is not JSON-serialisable or holds NaN or Infinity
+            (nothing is sent).
         """
-        body = None if json is None else jsonlib.dumps(json, separators=(",", ":")).encode()
-        response = self.send(
-            method, self.url(path, ingest_api=ingest_api), params=params, body=body, idempotent=idempotent
-        )
+        url = self.url(path, ingest_api=ingest_api)
+        body = None if json is None else encode_json(json, method=method.upper(), path=url_path(url))
+        response = self.send(method, url, params=params, body=body, idempotent=idempotent)
         return decode(response)
 
     def send(
@@ -200,16 +226,23 @@ class M3terClient:
         body: bytes | None = None,
         idempotent: bool | None = None,
     ) -> requests.Response:
-        """Send an authenticated request with retries; raise an :class:`M3terRequestError` on failure."""
+        """Send an authenticated request with retries; return only a 2xx whose body is JSON or empty.
+
+        Raises an :class:`M3terRequestError` subclass on any failure: an error status after the
+        retries, a redirect or a non-JSON answer (:class:`M3terResponseError`), no usable answer
+        (:class:`M3terTransportError`). A 401/403 on a token from the cache drops it and repeats
+        the call once with a fresh one; on a token exchanged for this call it is an
+        :class:`M3terAuthError` (org id or permissions), without a second exchange.
+        """
         method = method.upper()
-        if idempotent is None:
-            idempotent = method in IDEMPOTENT_METHODS
+        idempotent = self.policy.idempotent(method, idempotent)
         query = _query(params)
         headers = {"Content-Type": "application/json"} if body is not None else None
         refreshed = False
         while True:
             token = self._token()
-            response = self.send_with_retries(
+            fresh = self._is_fresh(token)
+            response = self.transport.call(
                 method,
                 url,
                 lambda token=token: self.session.request(
@@ -222,9 +255,11 @@ class M3terClient:
                     timeout=self.timeout,
                     allow_redirects=False,
                 ),
-                retry_unprocessed_only=not idempotent,
+                idempotent=idempotent,
             )
-            if response.status_code in (401, 403) and not refreshed:
+            if response.status_code not in (401, 403):
+                self._accepted(token)
+            if self.policy.reauthenticate(response.status_code, fresh_token=fresh, refreshed=refreshed):
                 # m3ter answers an expired token with 403: drop it and try once with a fresh one
                 log.info(
                     "m3ter refused the cached token for %s %s (HTTP %s); exchanging for a fresh one.",
@@ -235,79 +270,19 @@ class M3terClient:
                 self._token_cache.invalidate(self.credentials, token)
                 refreshed = True
                 continue
-            if response.ok:
+            if 200 <= response.status_code < 300:
                 return response
-            raise self._error(method, url, response, refreshed=refreshed)
+            raise self._error(method, url, response)
 
-    def send_with_retries(
-        self, method: str, url: str, send: Callable[[], requests.Response], *, retry_unprocessed_only: bool
-    ) -> requests.Response:
-        max_retries = self.settings.max_retries
-        attempt = 0
-        while True:
-            try:
-                response = send()
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                reason = _transport_reason(exc)
-                retry = not retry_unprocessed_only or _never_sent(exc)
-                if not retry or attempt >= max_retries:
-                    hint = (
-                        "m3ter may have processed it: check before re-running."
-                        if not retry
-                        else f"Check the connection {self.settings.conn_id!r} URLs and your network."
-                    )
-                    raise M3terTransportError(
-                        f"no answer from m3ter ({reason})",
-                        method=method,
-                        path=url_path(url),
-                        hint=hint,
-                        attempts=attempt + 1,
-                    ) from None
-                delay = self._backoff(attempt)
-                log.warning(
-                    "%s %s: %s; retry %d of %d in %.1f s.",
-                    method,
-                    url_path(url),
-                    reason,
-                    attempt + 1,
-                    max_retries,
-                    delay,
-                )
-            else:
-                status = response.status_code
-                retry = status in (UNPROCESSED_STATUSES if retry_unprocessed_only else RETRY_STATUSES)
-                if not retry or attempt >= max_retries:
-                    response.attempts = attempt + 1  # type: ignore[attr-defined]
-                    return response
-                retry_after = retry_after_seconds(response.headers)
-                delay = retry_after if retry_after is not None else self._backoff(attempt)
-                response.close()
-                log.warning(
-                    "%s %s: m3ter answered HTTP %d; retry %d of %d in %.1f s%s.",
-                    method,
-                    url_path(url),
-                    status,
-                    attempt + 1,
-                    max_retries,
-                    delay,
-                    " (Retry-After)" if retry_after is not None else "",
-                )
-            self.sleep(delay)
-            attempt += 1
-
-    def _backoff(self, attempt: int) -> float:
-        """Exponential backoff with full jitter."""
-        return random.uniform(0, min(self.backoff_max, self.backoff_base * (2**attempt)))
-
-    def _error(
-        self, method: str, url: str, response: requests.Response, *, refreshed: bool
-    ) -> M3terRequestError:
+    def _error(self, method: str, url: str, response: requests.Response) -> M3terRequestError:
         try:
             body = response.json()
         except ValueError:
             body = None
         status = response.status_code
         attempts = getattr(response, "attempts", 1)
+        content_type = response.headers.get("Content-Type") or "no Content-Type"
+        not_json = "" if body is not None or not response.content else f" ({content_type}, not m3ter's JSON)"
         kwargs = dict(
             method=method,
             path=url_path(url),
@@ -317,13 +292,11 @@ class M3terClient:
         )
         if status in (401, 403):
             hint = (
-                f"The token was refused again after a fresh exchange: check the connection "
-                f"{self.settings.conn_id!r} (org_id {self.settings.org_id!r}) and that the Service User "
-                "has permission for this call."
+                f"The Api Secret was accepted and the token is fresh, so this is a permission or "
+                f"organization problem: check org_id {self.settings.org_id!r} of {self.settings.label} "
+                "and the Service User's permissions for this call."
             )
-            if refreshed:
-                return M3terAuthError("m3ter refused the call", hint=hint, **kwargs)
-            return M3terAPIError("m3ter refused the call", hint=credential_hint(self.credentials), **kwargs)
+            return M3terAuthError(f"m3ter refused the call{not_json}", hint=hint, **kwargs)
         if status == 429:
             return M3terRateLimitError(
                 "m3ter kept rate-limiting the call",
@@ -331,8 +304,8 @@ class M3terClient:
                 **kwargs,
             )
         if status == 404:
-            return M3terAPIError("not found", hint="Check the path and the id in it.", **kwargs)
-        return M3terAPIError("m3ter answered with an error", **kwargs)
+            return M3terAPIError(f"not found{not_json}", hint="Check the path and the id in it.", **kwargs)
+        return M3terAPIError(f"m3ter answered with an error{not_json}", **kwargs)
 
     # ---------------------------------------------------------------- conveniences
     def paginate(
@@ -340,36 +313,16 @@ class M3terClient:
     ) -> Iterator[Any]:
         """Yield every item of a list endpoint, following ``nextToken``, one page in memory at a time.
 
-        :param page_size: items per page (m3ter's ``pageSize``; each endpoint has its own maximum).
+        :param page_size: items per page; by default the endpoint's maximum ``pageSize`` from
+            m3ter's spec (see :data:`m3ter_provider.paging.MAX_PAGE_SIZES`).
         """
-        query = dict(params or {})
-        if page_size is not None:
-            query["pageSize"] = page_size
-        seen_tokens: set[str] = set()
-        pages = 0
-        while True:
-            page = self.request("GET", path, params=query)
-            pages += 1
-            if not isinstance(page, dict) or not isinstance(page.get("data"), list):
-                raise M3terAPIError(
-                    "the answer has no 'data' list",
-                    method="GET",
-                    path=url_path(self.url(path)),
-                    hint="paginate() is for m3ter list endpoints, which answer {'data': [...], 'nextToken'}.",
-                )
-            yield from page["data"]
-            next_token = page.get("nextToken")
-            if not next_token:
-                return
-            if next_token in seen_tokens:
-                raise M3terAPIError(
-                    f"m3ter repeated a nextToken on page {pages}",
-                    method="GET",
-                    path=url_path(self.url(path)),
-                    hint="Paging stopped to avoid a loop.",
-                )
-            seen_tokens.add(next_token)
-            query["nextToken"] = next_token
+        return paging.paginate(
+            lambda query: self.request("GET", path, params=query),
+            path,
+            url_path(self.url(path)),
+            params=params,
+            page_size=page_size,
+        )
 
     def submit_measurements(
         self,
@@ -437,13 +390,19 @@ class M3terClient:
 
 
 def decode(response: requests.Response) -> Any:
-    """The JSON body of a response, or ``None`` when it is empty."""
-    if not response.content:
-        return None
+    """The JSON body of a response :meth:`M3terClient.send` returned, or ``None`` when it is empty."""
+    return json_of(response)
+
+
+def encode_json(value: Any, *, method: str, path: str) -> bytes:
+    """Compact JSON bytes of a request body; NaN, Infinity and non-JSON values are refused by name."""
     try:
-        return response.json()
-    except ValueError:
-        return response.text
+        return jsonlib.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise M3terConfigError(
+            f"{method} {path}: the json body cannot be sent as JSON ({exc}). Give dicts, lists, strings, "
+            "finite numbers, booleans and None (convert dates, Decimals and sets; drop NaN and Infinity)."
+        ) from None
 
 
 def _query(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -460,54 +419,3 @@ def _query(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
             value = "true" if value else "false"
         query[key] = value
     return query
-
-
-def url_path(url: str) -> str:
-    """The path of ``url``, for messages (no host, no query)."""
-    return urlsplit(url).path or "/"
-
-
-def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date), capped."""
-    value = headers.get("Retry-After")
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when is None:
-            return None
-        seconds = when.timestamp() - time.time()
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
-
-
-def _never_sent(exc: BaseException) -> bool:
-    """True when the request surely never reached m3ter (connection refused, connect timeout)."""
-    if isinstance(exc, requests.ConnectTimeout):
-        return True
-    seen: set[int] = set()
-    cause: BaseException | None = exc
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
-        if isinstance(cause, (urllib3.exceptions.NewConnectionError, ConnectionRefusedError)):
-            return True
-        if isinstance(cause, urllib3.exceptions.MaxRetryError) and cause.reason is not None:
-            cause = cause.reason
-            continue
-        cause = cause.args[0] if cause.args and isinstance(cause.args[0], BaseException) else cause.__cause__
-    return False
-
-
-def _transport_reason(exc: BaseException) -> str:
-    if isinstance(exc, requests.ConnectTimeout):
-        return "connect timeout"
-    if isinstance(exc, requests.Timeout):
-        return "read timeout"
-    if _never_sent(exc):
-        return "connection refused"
-    return "connection dropped"

@@ -9,6 +9,7 @@ plain name first and then under the ``extra__m3ter__`` prefix older connection f
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -46,6 +47,13 @@ class M3terSettings:
     console_url: str
     timeout: float = DEFAULT_TIMEOUT
     max_retries: int = DEFAULT_MAX_RETRIES
+    #: how messages name the connection: ``"the m3ter connection 'm3ter_default'"`` by default,
+    #: ``"this connection"`` when Airflow tests a form under a throwaway id
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            object.__setattr__(self, "label", connection_label(self.conn_id))
 
     @classmethod
     def from_connection_fields(
@@ -58,12 +66,18 @@ class M3terSettings:
         port: int | None = None,
         schema: str | None = None,
         extra: Mapping[str, Any] | None = None,
+        label: str | None = None,
     ) -> M3terSettings:
-        """Validate a connection's fields; raise :class:`M3terConfigError` naming the connection and field."""
+        """Validate a connection's fields; raise :class:`M3terConfigError` naming the connection and field.
+
+        :param label: how messages name the connection (default ``"the m3ter connection '<conn_id>'"``);
+            give ``"this connection"`` where the id is not one the user chose (a connection test).
+        """
         extra = extra or {}
+        label = label or connection_label(conn_id)
 
         def fail(field: str, problem: str) -> M3terConfigError:
-            return M3terConfigError(f"m3ter connection {conn_id!r}: {field} {problem}")
+            return M3terConfigError(f"{label}: {field} {problem}")
 
         def get_extra(name: str) -> Any:
             for key in (name, EXTRA_PREFIX + name):
@@ -81,23 +95,21 @@ class M3terSettings:
         if not org_id:
             raise fail("extra 'org_id'", "is missing: set it to your m3ter Organization id.")
 
-        api_url = _join_host(conn_id, host, port, schema) if host else DEFAULT_API_URL
+        api_url = _join_host(label, host, port, schema) if host else DEFAULT_API_URL
         ingest_url = get_extra("ingest_url")
         ingest_url = (
-            _check_url(conn_id, "extra 'ingest_url'", ingest_url)
-            if ingest_url
-            else derive_ingest_url(api_url)
+            _check_url(label, "extra 'ingest_url'", ingest_url) if ingest_url else derive_ingest_url(api_url)
         )
         token_url = get_extra("token_url")
         token_url = (
-            _check_url(conn_id, "extra 'token_url'", token_url) if token_url else f"{api_url}/oauth/token"
+            _check_url(label, "extra 'token_url'", token_url) if token_url else f"{api_url}/oauth/token"
         )
         console_url = get_extra("console_url")
         console_url = (
-            _check_url(conn_id, "extra 'console_url'", console_url) if console_url else DEFAULT_CONSOLE_URL
+            _check_url(label, "extra 'console_url'", console_url) if console_url else DEFAULT_CONSOLE_URL
         )
-        timeout = _number(conn_id, "timeout", get_extra("timeout"), DEFAULT_TIMEOUT, float, minimum=0.001)
-        max_retries = _number(conn_id, "max_retries", get_extra("max_retries"), DEFAULT_MAX_RETRIES, int)
+        timeout = _number(label, "timeout", get_extra("timeout"), DEFAULT_TIMEOUT, float, minimum=0.001)
+        max_retries = _number(label, "max_retries", get_extra("max_retries"), DEFAULT_MAX_RETRIES, int)
         return cls(
             conn_id=conn_id,
             access_key_id=access_key_id,
@@ -109,20 +121,31 @@ class M3terSettings:
             console_url=console_url,
             timeout=timeout,
             max_retries=max_retries,
+            label=label,
         )
 
 
+def connection_label(conn_id: str) -> str:
+    """How messages name a connection the user chose: ``"the m3ter connection 'm3ter_default'"``."""
+    return f"the m3ter connection {conn_id!r}"
+
+
 def derive_ingest_url(api_url: str) -> str:
-    """``https://api.m3ter.com`` -> ``https://ingest.m3ter.com``; a URL without an ``api.`` label is kept."""
+    """``https://api.m3ter.com`` -> ``https://ingest.m3ter.com``; a URL without an ``api.`` label is kept.
+
+    Host names are case-insensitive: ``https://API.m3ter.com`` gives ``https://ingest.m3ter.com``.
+    """
     parts = urlsplit(api_url)
-    host = parts.hostname or ""
+    host = parts.hostname or ""  # urlsplit lower-cases it
     if not host.startswith("api."):
         return api_url
-    netloc = parts.netloc.replace(host, "ingest." + host[len("api.") :], 1)
+    netloc = "ingest." + host[len("api.") :]
+    if parts.port is not None:
+        netloc += f":{parts.port}"
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def _join_host(conn_id: str, host: str, port: int | None, schema: str | None) -> str:
+def _join_host(label: str, host: str, port: int | None, schema: str | None) -> str:
     """Join Airflow's split host and port back into a URL; a host without a scheme means https."""
     host = host.strip()
     if "://" not in host:
@@ -134,40 +157,41 @@ def _join_host(conn_id: str, host: str, port: int | None, schema: str | None) ->
     if schema and not parts.path.strip("/"):
         # the URI form puts a path after the host into ``schema``
         host = host.rstrip("/") + "/" + schema.strip("/")
-    return _check_url(conn_id, "host", host)
+    return _check_url(label, "host", host)
 
 
-def _check_url(conn_id: str, field: str, url: str) -> str:
+def _check_url(label: str, field: str, url: str) -> str:
     url = str(url).strip()
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a malformed port
     except ValueError as exc:
-        raise M3terConfigError(
-            f"m3ter connection {conn_id!r}: {field} {url!r} is not a valid URL ({exc})."
-        ) from None
+        raise M3terConfigError(f"{label}: {field} {url!r} is not a valid URL ({exc}).") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise M3terConfigError(
-            f"m3ter connection {conn_id!r}: {field} {url!r} is not a valid URL: "
-            "give an http(s) URL such as https://api.m3ter.com."
+            f"{label}: {field} {url!r} is not a valid URL: give an http(s) URL such as https://api.m3ter.com."
         )
     if parts.query or parts.fragment or parts.username or parts.password:
-        raise M3terConfigError(
-            f"m3ter connection {conn_id!r}: {field} {url!r} must not carry a query, fragment or credentials."
-        )
+        raise M3terConfigError(f"{label}: {field} {url!r} must not carry a query, fragment or credentials.")
     return url.rstrip("/")
 
 
-def _number(conn_id: str, name: str, value: Any, default: Any, kind: type, minimum: float = 0) -> Any:
+def _number(label: str, name: str, value: Any, default: Any, kind: type, minimum: float = 0) -> Any:
+    """A finite number of at least ``minimum`` ("nan", "inf", negatives and booleans are refused)."""
     if value is None:
         return default
     try:
         number = kind(value)
-        if isinstance(value, bool) or number < minimum or (kind is int and float(value) != number):
+        if (
+            isinstance(value, bool)
+            or not math.isfinite(number)
+            or number < minimum
+            or (kind is int and float(value) != number)
+        ):
             raise ValueError
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise M3terConfigError(
-            f"m3ter connection {conn_id!r}: extra {name!r} is {value!r}; "
-            f"give a {'whole ' if kind is int else ''}number of at least {minimum:g}."
+            f"{label}: extra {name!r} is {value!r}; "
+            f"give a finite {'whole ' if kind is int else ''}number of at least {minimum:g}."
         ) from None
     return number

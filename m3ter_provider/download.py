@@ -1,20 +1,30 @@
 """Stream a presigned m3ter download URL to a local path or an ``ObjectStoragePath`` (no Airflow import).
 
-The presigned URL carries its own authorisation: the bearer token is never sent to its host.
+The presigned URL carries its own authorisation: the bearer token is never sent to its host, and
+its query string (the signature) never reaches a log line or an error.
+
+Downloads are atomic: the file is written under a temporary name beside the destination (same
+folder, or same bucket and prefix) and renamed onto it only when complete. A download that breaks
+off leaves the previous file untouched and no temporary file behind. Locally the rename is atomic
+(``os.replace``); on an object store it is the store's move (a copy, then a delete of the
+temporary object): the destination is replaced whole, never by a partial object, though not in a
+single atomic step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pathlib
-from collections.abc import Callable
+import uuid
 from typing import Any
 
 import requests
 
-from m3ter_provider.client import M3terClient, url_path
-from m3ter_provider.errors import M3terAPIError, M3terConfigError, M3terTransportError
+from m3ter_provider.client import M3terClient
+from m3ter_provider.errors import M3terAPIError, M3terConfigError, M3terError, M3terTransportError
+from m3ter_provider.transport import TRANSPORT_EXCEPTIONS, classify, url_path
 
 log = logging.getLogger(__name__)
 
@@ -26,19 +36,22 @@ def download(client: M3terClient, url: str, destination: Any, *, chunk_size: int
     and the file is never held in memory whole.
 
     :return: ``{"destination": str, "bytes": n}``.
+    :raises M3terTransportError: the download broke off (the message gives the bytes received);
+        the destination is left as it was.
     """
-    target = _open_for_write(destination)
+    target = _Target(destination)
     plain = requests.Session()
     plain.headers["User-Agent"] = client.user_agent
-    written = 0
+    received = 0
     try:
-        response = client.send_with_retries(
+        response = client.transport.call(
             "GET",
             url,
             lambda: plain.get(url, stream=True, timeout=client.timeout, allow_redirects=True),
-            retry_unprocessed_only=False,
+            idempotent=True,
+            json_body=False,
         )
-        if not response.ok:
+        if not 200 <= response.status_code < 300:
             response.close()
             raise M3terAPIError(
                 "the download failed",
@@ -47,40 +60,78 @@ def download(client: M3terClient, url: str, destination: Any, *, chunk_size: int
                 status=response.status_code,
                 hint="Presigned m3ter download URLs expire after 15 minutes: fetch a new one.",
             )
-        try:
-            with response, target() as handle:
-                for chunk in response.iter_content(chunk_size):
-                    handle.write(chunk)
-                    written += len(chunk)
-        except requests.RequestException as exc:
-            raise M3terTransportError(
-                f"the download broke off after {written:,} bytes ({type(exc).__name__})",
-                method="GET",
-                path=url_path(url),
-                hint="Run the task again: it fetches a fresh download URL.",
+        expected = response.headers.get("Content-Length")
+        with response, target.open_temporary() as handle:
+            chunks = response.iter_content(chunk_size)
+            while True:
+                try:
+                    chunk = next(chunks, None)
+                except TRANSPORT_EXCEPTIONS as exc:
+                    _failure, reason = classify(exc)
+                    of = f" of {int(expected):,}" if expected and expected.isdigit() else ""
+                    raise M3terTransportError(
+                        f"the download broke off after {received:,}{of} bytes ({reason})",
+                        method="GET",
+                        path=url_path(url),
+                        hint="The destination was left as it was. Run the task again: it fetches a fresh "
+                        "download URL.",
+                    ) from None
+                if chunk is None:
+                    break
+                received += len(chunk)
+                handle.write(chunk)
+        target.commit()
+    except BaseException as exc:
+        target.discard()
+        if isinstance(exc, OSError) and not isinstance(exc, M3terError):
+            raise M3terError(
+                f"Could not write the download to {destination} after {received:,} bytes "
+                f"({type(exc).__name__}: {exc.strerror or exc}); the destination was left as it was."
             ) from None
+        raise
     finally:
         plain.close()
-    log.info("Downloaded %s bytes to %s.", f"{written:,}", destination)
-    return {"destination": str(destination), "bytes": written}
+    log.info("Downloaded %s bytes to %s.", f"{received:,}", destination)
+    return {"destination": str(destination), "bytes": received}
 
 
-def _open_for_write(destination: Any) -> Callable[[], Any]:
-    """A zero-argument opener for a local path or ``ObjectStoragePath`` (local parents created)."""
-    if isinstance(destination, (str, os.PathLike)) and not hasattr(destination, "fs"):
-        path = pathlib.Path(destination)
+class _Target:
+    """A destination written under a temporary name beside it, then renamed onto it."""
 
-        def opener() -> Any:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            return path.open("wb")
+    def __init__(self, destination: Any) -> None:
+        self.destination = destination
+        self.local = isinstance(destination, (str, os.PathLike)) and not hasattr(destination, "fs")
+        if not self.local and not hasattr(destination, "open"):
+            raise M3terConfigError(f"destination {destination!r}: give a local path or an ObjectStoragePath.")
+        name = pathlib.PurePath(str(destination)).name if self.local else destination.name
+        temporary_name = f".{name}.{uuid.uuid4().hex[:12]}.part"
+        if self.local:
+            self.path = pathlib.Path(destination)
+            self.temporary: Any = self.path.with_name(temporary_name)
+        else:
+            self.temporary = destination.with_name(temporary_name)
+        self.opened = False
 
-        return opener
-    if hasattr(destination, "open"):
+    def open_temporary(self) -> Any:
+        """Open the temporary file for writing (a local destination's folder is created first)."""
+        if self.local:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        elif getattr(self.destination, "protocol", None) in ("file", "local"):  # a local ObjectStoragePath
+            self.destination.parent.mkdir(parents=True, exist_ok=True)
+        self.opened = True
+        return self.temporary.open("wb")
 
-        def open_object() -> Any:
-            if getattr(destination, "protocol", None) in ("file", "local"):  # a local ObjectStoragePath
-                destination.parent.mkdir(parents=True, exist_ok=True)
-            return destination.open("wb")
+    def commit(self) -> None:
+        """Put the complete file in place of the destination."""
+        if self.local:
+            os.replace(self.temporary, self.path)
+        else:
+            self.temporary.rename(self.destination)
+        self.opened = False
 
-        return open_object
-    raise M3terConfigError(f"destination {destination!r}: give a local path or an ObjectStoragePath.")
+    def discard(self) -> None:
+        """Remove the temporary file, if one was started (the destination is not touched)."""
+        if self.opened:
+            with contextlib.suppress(Exception):
+                self.temporary.unlink()
+            self.opened = False

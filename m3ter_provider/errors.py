@@ -2,18 +2,16 @@
 
 Every error names what was attempted (method and path), what m3ter said (status and its
 ``message``) and what to check. No message ever carries the Api Secret, a bearer token or a
-request header. The family derives from ``AirflowException`` so Airflow treats them as task
-failures; this is the only Airflow import in the framework-free core.
+request header. The family derives from ``Exception``: Airflow fails a task on any exception, so
+the framework-free core imports nothing from Airflow.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from airflow.providers.common.compat.sdk import AirflowException
 
-
-class M3terError(AirflowException):
+class M3terError(Exception):
     """Base class of every error this provider raises."""
 
 
@@ -66,7 +64,8 @@ class M3terRequestError(M3terError):
 
 
 class M3terAuthError(M3terRequestError):
-    """m3ter refused the credentials: the token exchange failed, or a fresh token was refused."""
+    """m3ter refused the credentials (HTTP 400/401/403 at the token endpoint), or refused a call
+    made with a freshly exchanged token (a wrong org id or a missing permission)."""
 
 
 class M3terAPIError(M3terRequestError):
@@ -77,8 +76,15 @@ class M3terRateLimitError(M3terAPIError):
     """m3ter kept answering 429 Too Many Requests until the retries ran out."""
 
 
+class M3terResponseError(M3terAPIError):
+    """An answer that is not m3ter's: a redirect (redirects are never followed), or a 2xx whose
+    body is not JSON (a proxy's HTML page, for example). Never retried."""
+
+
 class M3terTransportError(M3terRequestError):
-    """No answer from m3ter: connection refused or dropped, or a timeout, after retries."""
+    """A transient failure that outlasted the retries: no answer (connection refused or dropped, a
+    timeout, a cut-off body, a TLS error), or a token endpoint answering 429 or 5xx. Worth trying
+    again later; a caller that polls (the trigger) treats it as non-fatal."""
 
 
 class M3terJobError(M3terError):

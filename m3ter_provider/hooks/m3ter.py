@@ -13,7 +13,7 @@ from typing import Any
 import requests
 from airflow.providers.common.compat.sdk import BaseHook
 
-from m3ter_provider import __version__, job_calls
+from m3ter_provider import __version__, jobs
 from m3ter_provider._compat import mask_secret
 from m3ter_provider.client import DEFAULT_INGEST_CONCURRENCY, M3terClient
 from m3ter_provider.config import EXTRA_FIELDS, M3terSettings
@@ -66,7 +66,7 @@ class M3terHook(BaseHook):
         """The connection's validated settings (read once per hook)."""
         return self._settings_from(self.get_connection(self.m3ter_conn_id))
 
-    def _settings_from(self, conn: Any) -> M3terSettings:
+    def _settings_from(self, conn: Any, label: str | None = None) -> M3terSettings:
         if conn.password:
             mask_secret(conn.password)
         return M3terSettings.from_connection_fields(
@@ -77,6 +77,7 @@ class M3terHook(BaseHook):
             port=conn.port,
             schema=conn.schema,
             extra=conn.extra_dejson,
+            label=label,
         )
 
     def get_conn(self) -> M3terClient:
@@ -167,7 +168,7 @@ class M3terHook(BaseHook):
     # ---------------------------------------------------------------- long-running jobs
     def get_job(self, kind: str | JobKind, job_id: str) -> dict[str, Any]:
         """Read one job of ``kind``: ``"dataexport"``, ``"billjob"``, ``"statementjob"``, ``"fileupload"``."""
-        return job_calls.get_job(self.client, kind, job_id)
+        return jobs.get_job(self.client, kind, job_id)
 
     def wait_for_job(
         self, kind: str | JobKind, job_id: str, *, poll_interval: float = 10.0, timeout: float | None = None
@@ -177,11 +178,11 @@ class M3terHook(BaseHook):
         :raises M3terJobFailedError: the job failed or was cancelled (message names id and status).
         :raises M3terJobTimeoutError: it was not final after ``timeout`` seconds.
         """
-        return job_calls.wait_for_job(self.client, kind, job_id, poll_interval=poll_interval, timeout=timeout)
+        return jobs.wait_for_job(self.client, kind, job_id, poll_interval=poll_interval, timeout=timeout)
 
     def cancel_job(self, kind: str | JobKind, job_id: str) -> Any:
         """Cancel a bill job or statement job."""
-        return job_calls.cancel_job(self.client, kind, job_id)
+        return jobs.cancel_job(self.client, kind, job_id)
 
     def start_data_export(self, source_type: str, **kwargs: Any) -> str:
         """Start an ad-hoc data export and return its job id.
@@ -201,8 +202,7 @@ class M3terHook(BaseHook):
 
     def get_export_download_url(self, job_id: str) -> dict[str, Any]:
         """A presigned download URL for a finished export (``{"url", "expirationTime"}``, valid 15 min)."""
-        DATA_EXPORT.path(job_id)
-        return self.client.request("GET", f"dataexports/jobs/{job_id}/getdownloadurl")
+        return self.client.request("GET", f"{DATA_EXPORT.path(job_id)}/getdownloadurl")
 
     def download(self, url: str, destination: Any) -> dict[str, Any]:
         """Stream a presigned URL to a local path or an ``ObjectStoragePath``; never sends the token there.
@@ -212,21 +212,30 @@ class M3terHook(BaseHook):
         return download(self.client, url, destination)
 
     def test_connection(self) -> tuple[bool, str]:
-        """Exchange the credentials and read the Organization's config; say which step failed."""
+        """Exchange the credentials and read the Organization's config; say which step failed.
+
+        Messages speak of "this connection" and its fields: Airflow's UI tests a form under a
+        throwaway id the user never chose. A refusal right after the exchange is reported as an org
+        id or permission problem, without a second exchange.
+        """
         try:
-            settings = self.settings
+            settings = self._settings_from(self.get_connection(self.m3ter_conn_id), label="this connection")
         except M3terError as exc:
-            return False, f"Connection settings: {exc}"
+            text = str(exc)  # "this connection: extra 'org_id' is missing: ..."
+            return False, text[:1].upper() + text[1:]
         except Exception as exc:
-            return False, f"Could not read connection {self.m3ter_conn_id!r}: {type(exc).__name__}: {exc}"
+            return False, f"Could not read this connection: {type(exc).__name__}: {exc}"
+        client = M3terClient(settings, user_agent=_user_agent(), on_secret=mask_secret)
         try:
-            self.client.get_token()
+            client.get_token()
         except M3terError as exc:
             return False, f"Token exchange at {settings.token_url} failed: {exc}"
         try:
-            self.client.request("GET", "organizationconfig")
+            client.request("GET", "organizationconfig")
         except M3terError as exc:
             return False, f"Credentials accepted, but reading the Organization failed: {exc}"
+        finally:
+            client.close()
         return True, (
             f"Connected to m3ter organization {settings.org_id!r} at {settings.api_url} "
             f"as access key {settings.access_key_id!r}."
@@ -312,14 +321,14 @@ class M3terHook(BaseHook):
         :param body: m3ter's ``BillJobRequest`` (``accountIds``, ``billDate``,
             ``lastDateInBillingPeriod``, ``billingFrequency``...).
         """
-        job = job_calls.start_bill_job(self.client, body)
+        job = jobs.start_bill_job(self.client, body)
         self.log.info("Started m3ter bill job %s.", job["id"])
         return job
 
     def find_active_bill_job(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
         """An active bill job created from the same request (same accounts and dates), if any."""
-        return job_calls.find_active_bill_job(self.client, body)
+        return jobs.find_active_bill_job(self.client, body)
 
     def get_bill_ids(self, job: Mapping[str, Any]) -> list[str]:
         """The ids of the bills a finished bill job produced."""
-        return job_calls.bill_ids(self.client, job)
+        return jobs.bill_ids(self.client, job)

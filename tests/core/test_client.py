@@ -109,6 +109,8 @@ def test_token_is_reused_and_refreshed_ahead_of_expiry(client, requests_mock, cl
 
 def test_403_with_cached_token_refreshes_once_and_succeeds(client, requests_mock):
     token_route = tokens(requests_mock, "old", "new")
+    requests_mock.get(f"{API}/organizations/{ORG}/organizationconfig", json={})
+    client.request("GET", "organizationconfig")  # m3ter accepted "old": it is now a cached token
     route = requests_mock.get(
         f"{API}/organizations/{ORG}/accounts",
         [{"status_code": 403, "json": {"message": "Token expired"}}, {"json": {"data": []}}],
@@ -120,6 +122,8 @@ def test_403_with_cached_token_refreshes_once_and_succeeds(client, requests_mock
 
 def test_second_refusal_is_an_auth_error_not_a_loop(client, requests_mock):
     token_route = tokens(requests_mock, "t1", "t2", "t3")
+    requests_mock.get(f"{API}/organizations/{ORG}/organizationconfig", json={})
+    client.request("GET", "organizationconfig")
     route = requests_mock.get(
         f"{API}/organizations/{ORG}/accounts", status_code=403, json={"message": "Forbidden"}
     )
@@ -130,6 +134,22 @@ def test_second_refusal_is_an_auth_error_not_a_loop(client, requests_mock):
     text = str(err.value)
     assert f"GET /organizations/{ORG}/accounts" in text
     assert "403" in text and "Forbidden" in text and "'m3ter_test'" in text
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_fresh_token_refused_is_an_org_or_permission_problem_without_a_second_exchange(
+    client, requests_mock, status
+):
+    token_route = tokens(requests_mock, "t1", "t2")
+    route = requests_mock.get(
+        f"{API}/organizations/{ORG}/accounts", status_code=status, json={"message": "Forbidden"}
+    )
+    with pytest.raises(M3terAuthError) as err:
+        client.request("GET", "accounts")
+    assert (route.call_count, token_route.call_count) == (1, 1)
+    text = str(err.value)
+    assert f"HTTP {status}" in text and "org_id 'org-1'" in text and "permissions" in text
+    assert "Access Key id" not in text  # not sent to check the secret: the exchange worked
 
 
 @pytest.mark.parametrize(
@@ -278,6 +298,8 @@ def test_bad_measurements_send_nothing(client, requests_mock):
 def test_secret_and_tokens_stay_out_of_logs_reprs_and_errors(client, requests_mock, caplog):
     caplog.set_level(logging.DEBUG)
     tokens(requests_mock, "tok-abcdef-123456", "tok-ghijkl-789012")
+    requests_mock.get(f"{API}/organizations/{ORG}/organizationconfig", json={})
+    client.request("GET", "organizationconfig")
     requests_mock.get(
         f"{API}/organizations/{ORG}/accounts",
         [{"status_code": 403, "json": {"message": "expired"}}, {"status_code": 500, "json": {"message": "x"}}]
