@@ -68,6 +68,8 @@ def download(client: M3terClient, url: str, destination: Any, *, chunk_size: int
                     chunk = next(chunks, None)
                 except TRANSPORT_EXCEPTIONS as exc:
                     _failure, reason = classify(exc)
+                    # urllib3 drops a short last read's bytes: count what came off the wire
+                    received = max(received, _raw_bytes(response))
                     of = f" of {int(expected):,}" if expected and expected.isdigit() else ""
                     raise M3terTransportError(
                         f"the download broke off after {received:,}{of} bytes ({reason})",
@@ -93,6 +95,14 @@ def download(client: M3terClient, url: str, destination: Any, *, chunk_size: int
         plain.close()
     log.info("Downloaded %s bytes to %s.", f"{received:,}", destination)
     return {"destination": str(destination), "bytes": received}
+
+
+def _raw_bytes(response: requests.Response) -> int:
+    """Bytes urllib3 read off the connection for ``response`` (0 when it cannot say)."""
+    try:
+        return int(response.raw.tell())
+    except Exception:
+        return 0
 
 
 class _Target:

@@ -33,6 +33,9 @@ def test_secret_is_not_in_repr():
         ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
         ("http://localhost:9000/base", "http://localhost:9000/base"),
         ("https://api.eu.example.com:8443", "https://ingest.eu.example.com:8443"),
+        # host names are case-insensitive: an upper-case host still gets its ingest host
+        ("https://API.m3ter.com", "https://ingest.m3ter.com"),
+        ("https://Api.Dev.M3ter.com:8443", "https://ingest.dev.m3ter.com:8443"),
     ],
 )
 def test_ingest_url_is_derived_from_the_api_url(api_url, ingest_url):
@@ -96,6 +99,13 @@ def test_explicit_urls_and_numbers():
         ({"extra": {"org_id": "o", "token_url": "https://x.example.com/t?secret=1"}}, "token_url"),
         ({"extra": {"org_id": "o", "timeout": "soon"}}, "timeout"),
         ({"extra": {"org_id": "o", "timeout": 0}}, "timeout"),
+        ({"extra": {"org_id": "o", "timeout": "0"}}, "timeout"),
+        ({"extra": {"org_id": "o", "timeout": -3}}, "timeout"),
+        ({"extra": {"org_id": "o", "timeout": "nan"}}, "timeout"),
+        ({"extra": {"org_id": "o", "timeout": "inf"}}, "timeout"),
+        ({"extra": {"org_id": "o", "timeout": float("nan")}}, "timeout"),
+        ({"extra": {"org_id": "o", "timeout": "1e400"}}, "timeout"),
+        ({"extra": {"org_id": "o", "max_retries": "inf"}}, "max_retries"),
         ({"extra": {"org_id": "o", "max_retries": -1}}, "max_retries"),
         ({"extra": {"org_id": "o", "max_retries": 2.5}}, "max_retries"),
     ],
@@ -107,3 +117,13 @@ def test_bad_fields_name_the_connection_and_the_field(overrides, field):
     assert "'my_m3ter'" in text
     assert field in text
     assert "the-api-secret" not in text
+
+
+def test_messages_name_this_connection_when_the_id_is_a_throwaway():
+    with pytest.raises(M3terConfigError) as err:
+        M3terSettings.from_connection_fields(
+            "RxeNx3Yt", login="k", password="p", host=None, extra={}, label="this connection"
+        )
+    assert str(err.value).startswith("this connection: extra 'org_id' is missing")
+    assert "RxeNx3Yt" not in str(err.value)
+    assert settings().label == "the m3ter connection 'my_m3ter'"

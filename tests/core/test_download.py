@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import pathlib
+
 import pytest
 import requests
 
@@ -56,3 +59,75 @@ def test_a_download_that_breaks_off_is_a_transport_error(client, requests_mock, 
     with pytest.raises(M3terTransportError, match="broke off after 10 bytes") as err:
         download(client, PRESIGNED, tmp_path / "x.csv")
     assert "sig-do-not-log" not in str(err.value)
+
+
+# ---------------------------------------------------------------- atomic downloads (local server)
+def _broken_off(server, path="/files/export.csv"):
+    from tests.core.local_server import Answer
+
+    server.answer(path, Answer(body=b"n" * 1000, content_type="text/csv", cut_after=100))
+    return f"{server.url}{path}?X-Amz-Signature=sig-do-not-log"
+
+
+@pytest.fixture
+def server():
+    from tests.core.local_server import LocalServer
+
+    with LocalServer() as local:
+        yield local
+
+
+def test_a_broken_off_download_leaves_the_previous_file_and_no_temporary(client, server, tmp_path):
+    target = tmp_path / "export.csv"
+    target.write_bytes(b"the previous good file")
+    with pytest.raises(M3terTransportError) as err:
+        download(client, _broken_off(server), target)
+    text = str(err.value)
+    assert "broke off after 100 of 1,000 bytes" in text and "left as it was" in text
+    assert "sig-do-not-log" not in text
+    assert target.read_bytes() == b"the previous good file"
+    assert [p.name for p in tmp_path.iterdir()] == ["export.csv"]
+
+
+def test_a_complete_download_replaces_the_file_through_a_temporary_beside_it(client, server, tmp_path):
+    from tests.core.local_server import Answer
+
+    server.answer("/files/export.csv", Answer(body=b"a,b\n" * 500, content_type="text/csv"))
+    target = tmp_path / "export.csv"
+    target.write_bytes(b"old")
+    seen = []
+    real_replace = os.replace
+
+    def spy(source, destination):
+        seen.append((pathlib.Path(source).parent, pathlib.Path(source).name, pathlib.Path(destination)))
+        real_replace(source, destination)
+
+    os.replace = spy
+    try:
+        assert download(client, f"{server.url}/files/export.csv", target)["bytes"] == 2000
+    finally:
+        os.replace = real_replace
+    assert target.read_bytes() == b"a,b\n" * 500
+    [(folder, name, destination)] = seen
+    assert folder == tmp_path and name.startswith(".export.csv.") and name.endswith(".part")
+    assert destination == target
+    assert [p.name for p in tmp_path.iterdir()] == ["export.csv"]
+
+
+def test_object_storage_paths_are_written_beside_and_renamed(client, server, tmp_path):
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+    from tests.core.local_server import Answer
+
+    target = ObjectStoragePath(f"file://{tmp_path}/bucket/export.csv")
+    with pytest.raises(M3terTransportError, match="after 100 of 1,000 bytes"):
+        download(client, _broken_off(server), target)
+    assert sorted(p.name for p in (tmp_path / "bucket").iterdir()) == []
+    server.answer("/files/good.csv", Answer(body=b"x" * 300, content_type="text/csv"))
+    assert download(client, f"{server.url}/files/good.csv", target)["bytes"] == 300
+    assert (tmp_path / "bucket" / "export.csv").read_bytes() == b"x" * 300
+    assert [p.name for p in (tmp_path / "bucket").iterdir()] == ["export.csv"]
+    with pytest.raises(M3terTransportError):
+        download(client, _broken_off(server), target)
+    assert (tmp_path / "bucket" / "export.csv").read_bytes() == b"x" * 300
+    assert [p.name for p in (tmp_path / "bucket").iterdir()] == ["export.csv"]
