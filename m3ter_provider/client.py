@@ -4,8 +4,9 @@
 itself imports nothing from Airflow, so it is tested and benchmarked on its own. The work is split
 by job: :mod:`~m3ter_provider.transport` sends and checks (one session, the retry loop, what counts
 as success), :mod:`~m3ter_provider.retry` decides (the one retry policy),
-:mod:`~m3ter_provider.paging` pages, :mod:`~m3ter_provider.auth` exchanges and caches tokens; the
-client ties them to one connection and keeps ingest orchestration (``submit_measurements``).
+:mod:`~m3ter_provider.paging` pages, :mod:`~m3ter_provider.auth` exchanges and caches tokens and
+:mod:`~m3ter_provider.client_tokens` ties that cache to one client; the client itself holds the
+Organization's URLs, authenticated calls and ingest orchestration (``submit_measurements``).
 """
 
 from __future__ import annotations
@@ -22,16 +23,8 @@ from urllib.parse import quote
 import requests
 
 from m3ter_provider import ingest, paging
-from m3ter_provider.auth import (
-    TOKEN_CACHE,
-    BearerAuth,
-    Credentials,
-    Token,
-    TokenCache,
-    exchange_once,
-    parse_token_response,
-    raise_for_token_response,
-)
+from m3ter_provider.auth import TOKEN_CACHE, BearerAuth, Credentials, TokenCache
+from m3ter_provider.client_tokens import ClientTokens
 from m3ter_provider.config import M3terSettings
 from m3ter_provider.errors import (
     M3terAPIError,
@@ -99,13 +92,8 @@ class M3terClient:
             api_secret=settings.api_secret,
             label=settings.label,
         )
-        self._on_secret = on_secret or (lambda _secret: None)
-        self._on_secret(settings.api_secret)
-        self._token_cache = token_cache
-        self._last_token: Token | None = None
-        #: the last token this client exchanged while m3ter has not yet accepted it: a refusal of
-        #: it is a permission or org id problem, not an expired token
-        self._unproven: str | None = None
+        on_secret = on_secret or (lambda _secret: None)
+        on_secret(settings.api_secret)
         #: the one retry policy (see :mod:`m3ter_provider.retry`)
         self.policy = RetryPolicy(
             max_retries=settings.max_retries, backoff_base=backoff_base, backoff_max=backoff_max
@@ -121,6 +109,7 @@ class M3terClient:
             sleep=lambda seconds: self.sleep(seconds),
             label=settings.label,
         )
+        self.tokens = ClientTokens(self.credentials, token_cache, self.transport, on_secret)
 
     def __repr__(self) -> str:
         return f"M3terClient(conn_id={self.settings.conn_id!r}, org_id={self.settings.org_id!r})"
@@ -146,48 +135,15 @@ class M3terClient:
             return base + path
         return f"{base}/organizations/{quote(self.settings.org_id, safe='')}/{path}"
 
-    # ---------------------------------------------------------------- tokens
-    def _token(self) -> Token:
-        token = self._token_cache.get(self.credentials, self._exchange)
-        if token is not self._last_token:
-            self._on_secret(token.value)
-            self._last_token = token
-        return token
-
+    # ---------------------------------------------------------------- tokens (see client_tokens.py)
     def get_token(self) -> str:
         """The current bearer token, exchanging the credentials only when needed."""
-        return self._token().value
+        return self.tokens.current().value
 
     @property
     def token_exchanges(self) -> int:
         """Successful token exchanges this process made for this client's credentials."""
-        return self._token_cache.exchanges(self.credentials)
-
-    def _exchange(self, credentials: Credentials) -> Token:
-        """Exchange the credentials once, retried under the policy (429, 5xx and timeouts are
-        transient: an :class:`M3terTransportError` after the retries, never a credentials error)."""
-        response = self.transport.call(
-            "POST",
-            credentials.token_url,
-            lambda: exchange_once(self.session, credentials, timeout=self.timeout),
-            idempotent=True,
-        )
-        body = raise_for_token_response(response, credentials)
-        now = self._token_cache.clock()
-        token = parse_token_response(body, now=now, token_url=credentials.token_url)
-        self._unproven = token.value
-        log.info(
-            "Obtained an m3ter bearer token for %s (valid %.0f s).", credentials.label, token.expires_at - now
-        )
-        return token
-
-    def _is_fresh(self, token: Token) -> bool:
-        """Whether ``token`` was exchanged by this client and m3ter has not accepted it yet."""
-        return self._unproven == token.value
-
-    def _accepted(self, token: Token) -> None:
-        if self._unproven == token.value:
-            self._unproven = None
+        return self.tokens.exchanges
 
     # ---------------------------------------------------------------- requests
     def request(
@@ -240,8 +196,8 @@ class M3terClient:
         headers = {"Content-Type": "application/json"} if body is not None else None
         refreshed = False
         while True:
-            token = self._token()
-            fresh = self._is_fresh(token)
+            token = self.tokens.current()
+            fresh = self.tokens.is_fresh(token)
             response = self.transport.call(
                 method,
                 url,
@@ -257,8 +213,8 @@ class M3terClient:
                 ),
                 idempotent=idempotent,
             )
-            if response.status_code not in (401, 403):
-                self._accepted(token)
+            if response.status_code < 500 and response.status_code not in (401, 403):
+                self.tokens.accepted(token)  # m3ter checked the token and let the call through
             if self.policy.reauthenticate(response.status_code, fresh_token=fresh, refreshed=refreshed):
                 # m3ter answers an expired token with 403: drop it and try once with a fresh one
                 log.info(
@@ -267,7 +223,7 @@ class M3terClient:
                     url_path(url),
                     response.status_code,
                 )
-                self._token_cache.invalidate(self.credentials, token)
+                self.tokens.refused(token)
                 refreshed = True
                 continue
             if 200 <= response.status_code < 300:
@@ -384,9 +340,7 @@ class M3terClient:
     def invalidate_token(self, value: str) -> None:
         """Drop the cached token if it is ``value``: a caller that sent it itself (the async trigger)
         saw m3ter refuse it. The next :meth:`get_token` exchanges the credentials again."""
-        token = self._last_token
-        if token is not None and token.value == value:
-            self._token_cache.invalidate(self.credentials, token)
+        self.tokens.refused_value(value)
 
 
 def decode(response: requests.Response) -> Any:

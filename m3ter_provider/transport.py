@@ -345,6 +345,7 @@ REDACTED_LOGGERS = (
     "httpcore.http2",
     "m3ter_provider",
     "m3ter_provider.client",
+    "m3ter_provider.client_tokens",
     "m3ter_provider.transport",
     "m3ter_provider.download",
     "m3ter_provider.jobs",

@@ -111,6 +111,7 @@ def test_reauthentication_only_for_a_cached_token_and_only_once():
 CORE = [
     "m3ter_provider.auth",
     "m3ter_provider.client",
+    "m3ter_provider.client_tokens",
     "m3ter_provider.config",
     "m3ter_provider.download",
     "m3ter_provider.errors",
