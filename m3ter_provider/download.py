@@ -24,6 +24,7 @@ import requests
 
 from m3ter_provider.client import M3terClient
 from m3ter_provider.errors import M3terAPIError, M3terConfigError, M3terError, M3terTransportError
+from m3ter_provider.retry import Failure
 from m3ter_provider.transport import TRANSPORT_EXCEPTIONS, classify, url_path
 
 log = logging.getLogger(__name__)
@@ -33,68 +34,104 @@ def download(client: M3terClient, url: str, destination: Any, *, chunk_size: int
     """Stream a presigned URL to ``destination`` (a local path or an ``ObjectStoragePath``).
 
     The presigned URL carries its own authorisation: the bearer token is never sent to it,
-    and the file is never held in memory whole.
+    and the file is never held in memory whole. A download that breaks off is started again
+    (a GET is safe to repeat) under the client's retry policy.
 
     :return: ``{"destination": str, "bytes": n}``.
-    :raises M3terTransportError: the download broke off (the message gives the bytes received);
-        the destination is left as it was.
+    :raises M3terTransportError: the download kept breaking off (the message gives the bytes the
+        last attempt received); the destination is left as it was.
     """
     target = _Target(destination)
     plain = requests.Session()
     plain.headers["User-Agent"] = client.user_agent
-    received = 0
+    attempt = 0
     try:
-        response = client.transport.call(
-            "GET",
-            url,
-            lambda: plain.get(url, stream=True, timeout=client.timeout, allow_redirects=True),
-            idempotent=True,
-            json_body=False,
-        )
-        if not 200 <= response.status_code < 300:
-            response.close()
-            raise M3terAPIError(
-                "the download failed",
-                method="GET",
-                path=url_path(url),
-                status=response.status_code,
-                hint="Presigned m3ter download URLs expire after 15 minutes: fetch a new one.",
-            )
-        expected = response.headers.get("Content-Length")
-        with response, target.open_temporary() as handle:
-            chunks = response.iter_content(chunk_size)
-            while True:
-                try:
-                    chunk = next(chunks, None)
-                except TRANSPORT_EXCEPTIONS as exc:
-                    _failure, reason = classify(exc)
-                    # urllib3 drops a short last read's bytes: count what came off the wire
-                    received = max(received, _raw_bytes(response))
-                    of = f" of {int(expected):,}" if expected and expected.isdigit() else ""
+        while True:
+            try:
+                received = _fetch(client, plain, url, target, chunk_size)
+                break
+            except _BrokenOff as broken:
+                target.discard()
+                if not client.policy.retry_failure(Failure.NO_ANSWER, attempt, idempotent=True):
                     raise M3terTransportError(
-                        f"the download broke off after {received:,}{of} bytes ({reason})",
+                        f"the download broke off after {broken.received:,}{broken.of} bytes "
+                        f"({broken.reason})",
                         method="GET",
                         path=url_path(url),
+                        attempts=attempt + 1,
                         hint="The destination was left as it was. Run the task again: it fetches a fresh "
                         "download URL.",
                     ) from None
-                if chunk is None:
-                    break
-                received += len(chunk)
-                handle.write(chunk)
-        target.commit()
-    except BaseException as exc:
+                delay = client.policy.delay(attempt)
+                log.warning(
+                    "GET %s: the download broke off after %s bytes (%s); retry %d of %d in %.1f s.",
+                    url_path(url),
+                    f"{broken.received:,}",
+                    broken.reason,
+                    attempt + 1,
+                    client.policy.max_retries,
+                    delay,
+                )
+                client.sleep(delay)
+                attempt += 1
+    except OSError as exc:  # writing the destination failed (network errors are M3terErrors by now)
         target.discard()
-        if isinstance(exc, OSError) and not isinstance(exc, M3terError):
-            raise M3terError(
-                f"Could not write the download to {destination} after {received:,} bytes "
-                f"({type(exc).__name__}: {exc.strerror or exc}); the destination was left as it was."
-            ) from None
+        raise M3terError(
+            f"Could not write the download to {destination} ({type(exc).__name__}: {exc.strerror or exc}); "
+            "the destination was left as it was."
+        ) from None
+    except BaseException:
+        target.discard()
         raise
     finally:
         plain.close()
     log.info("Downloaded %s bytes to %s.", f"{received:,}", destination)
     return {"destination": str(destination), "bytes": received}
+
+
+class _BrokenOff(Exception):
+    def __init__(self, received: int, expected: str | None, reason: str) -> None:
+        super().__init__(reason)
+        self.received = received
+        self.of = f" of {int(expected):,}" if expected and expected.isdigit() else ""
+        self.reason = reason
+
+
+def _fetch(client: M3terClient, plain: requests.Session, url: str, target: _Target, chunk_size: int) -> int:
+    """One attempt: GET (retried as the policy says), stream into the temporary file, rename it onto
+    the destination. Return the bytes written; raise :class:`_BrokenOff` if the body broke off."""
+    response = client.transport.call(
+        "GET",
+        url,
+        lambda: plain.get(url, stream=True, timeout=client.timeout, allow_redirects=True),
+        idempotent=True,
+        json_body=False,
+    )
+    if not 200 <= response.status_code < 300:
+        response.close()
+        raise M3terAPIError(
+            "the download failed",
+            method="GET",
+            path=url_path(url),
+            status=response.status_code,
+            hint="Presigned m3ter download URLs expire after 15 minutes: fetch a new one.",
+        )
+    received = 0
+    with response, target.open_temporary() as handle:
+        chunks = response.iter_content(chunk_size)
+        while True:
+            try:
+                chunk = next(chunks, None)
+            except TRANSPORT_EXCEPTIONS as exc:
+                # urllib3 drops a short last read's bytes: count what came off the wire
+                received = max(received, _raw_bytes(response))
+                raise _BrokenOff(received, response.headers.get("Content-Length"), classify(exc)[1]) from None
+            if chunk is None:
+                break
+            received += len(chunk)
+            handle.write(chunk)
+    target.commit()
+    return received
 
 
 def _raw_bytes(response: requests.Response) -> int:

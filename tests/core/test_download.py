@@ -84,8 +84,25 @@ def test_a_broken_off_download_leaves_the_previous_file_and_no_temporary(client,
         download(client, _broken_off(server), target)
     text = str(err.value)
     assert "broke off after 100 of 1,000 bytes" in text and "left as it was" in text
+    assert "after 6 attempts" in text and server.count("/files/export.csv") == 6  # 1 + max_retries
     assert "sig-do-not-log" not in text
     assert target.read_bytes() == b"the previous good file"
+    assert [p.name for p in tmp_path.iterdir()] == ["export.csv"]
+
+
+def test_a_download_that_broke_off_once_is_started_again(client, server, tmp_path):
+    from tests.core.local_server import Answer
+
+    body = b"0123456789" * 100
+    server.answer(
+        "/files/export.csv",
+        Answer(body=body, content_type="text/csv", cut_after=300),
+        Answer(body=body, content_type="text/csv"),
+    )
+    target = tmp_path / "export.csv"
+    assert download(client, f"{server.url}/files/export.csv", target)["bytes"] == 1000
+    assert target.read_bytes() == body
+    assert server.count("/files/export.csv") == 2
     assert [p.name for p in tmp_path.iterdir()] == ["export.csv"]
 
 
