@@ -146,21 +146,28 @@ class TokenCache:
         :raises M3terError: the exchange failed and no unexpired token is cached.
         """
         entry = self._entry(credentials)
-        now = self.clock()
-        with self._lock:
-            token = entry.token
-            if (
-                token is not None
-                and now < token.expires_at
-                and (now < token.refresh_at or now < entry.retry_at or entry.inflight is not None)
-            ):
-                return token  # fresh; or backing off after a failed refresh; or being refreshed
-            future = entry.inflight
-            exchanger = future is None
-            if future is None:
-                future = entry.inflight = concurrent.futures.Future()
-        if not exchanger:
-            return future.result()  # the exchange under way: its token or its error
+        while True:
+            now = self.clock()
+            with self._lock:
+                token = entry.token
+                if (
+                    token is not None
+                    and now < token.expires_at
+                    and (now < token.refresh_at or now < entry.retry_at or entry.inflight is not None)
+                ):
+                    return token  # fresh; or backing off after a failed refresh; or being refreshed
+                future = entry.inflight
+                if future is None:
+                    future = entry.inflight = concurrent.futures.Future()
+                    break  # this thread exchanges
+            try:
+                return future.result()  # the exchange under way: its token or its refusal
+            except Exception:
+                raise
+            except BaseException:
+                if future.done() and not isinstance(future.exception(), Exception):
+                    continue  # the exchanging thread was interrupted, not refused: ask again
+                raise
         return self._exchange(entry, future, credentials, exchange, token)
 
     def _exchange(

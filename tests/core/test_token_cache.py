@@ -353,3 +353,27 @@ def test_waiters_in_one_process_share_the_store_fetch():
     results = run_threads(6, lambda: cache.get(CREDS, exchange))
     assert {r.value for r in results} == {"tok-1"}
     assert store.fetches == 1 and exchange.calls == 1
+
+
+def test_waiters_ask_again_when_the_exchanging_thread_was_interrupted():
+    """An exchange abandoned by its thread (not refused by m3ter) is no answer: a waiter exchanges."""
+
+    class Interrupted(BaseException):
+        pass
+
+    clock = FakeClock()
+    cache = TokenCache(clock=clock)
+    inner = Exchanger(clock)
+    first = threading.Event()
+
+    def exchange(credentials):
+        if not first.is_set():
+            first.set()
+            time.sleep(0.3)  # the others arrive and wait
+            raise Interrupted
+        return inner(credentials)
+
+    results = run_threads(4, lambda: cache.get(CREDS, exchange))
+    assert sum(isinstance(r, Interrupted) for r in results) == 1
+    assert {r.value for r in results if isinstance(r, Token)} == {"tok-1"}
+    assert inner.calls == 1
