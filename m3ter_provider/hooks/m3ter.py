@@ -323,10 +323,6 @@ class M3terHook(BaseHook):
         self.log.info("Started m3ter bill job %s.", job["id"])
         return job
 
-    def find_active_bill_job(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
-        """An active bill job created from the same request (same accounts and dates), if any."""
-        return job_calls.find_active_bill_job(self.client, body)
-
     def get_bill_ids(self, job: Mapping[str, Any]) -> list[str]:
         """The ids of the bills a finished bill job produced."""
         return job_calls.bill_ids(self.client, job)
