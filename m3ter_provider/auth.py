@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from m3ter_provider.errors import M3terAuthError, M3terConfigError, m3ter_message
+from m3ter_provider.errors import M3terAuthError, M3terConfigError, M3terError, m3ter_message
 
 log = logging.getLogger(__name__)
 
@@ -237,9 +237,19 @@ class TokenCache:
             return token.value, self._to_wall(token.expires_at)
 
         margin = entry.margin
-        value, wall_expiry = self._store.fetch(
-            credentials.store_key, exchange_for_store, valid_until=self.wall_clock() + margin
-        )
+        try:
+            value, wall_expiry = self._store.fetch(
+                credentials.store_key, exchange_for_store, valid_until=self.wall_clock() + margin
+            )
+        except M3terError:
+            raise  # the exchange's own answer (a refusal, no answer from m3ter)
+        except Exception as exc:  # the store itself failed (a file it cannot lock or write)
+            log.warning(
+                "The shared m3ter token store failed (%s: %s); this process uses its own token.",
+                type(exc).__name__,
+                exc,
+            )
+            return mine[0] if mine else exchange()
         if mine and mine[0].value == value:
             return mine[0]
         expires_at = self.clock() + (wall_expiry - self.wall_clock())

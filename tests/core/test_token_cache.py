@@ -377,3 +377,27 @@ def test_waiters_ask_again_when_the_exchanging_thread_was_interrupted():
     assert sum(isinstance(r, Interrupted) for r in results) == 1
     assert {r.value for r in results if isinstance(r, Token)} == {"tok-1"}
     assert inner.calls == 1
+
+
+def test_a_failing_store_falls_back_to_this_process_own_exchange():
+    class BrokenStore(MemoryStore):
+        def fetch(self, key, exchange, *, valid_until):
+            raise PermissionError("token cache dir not writable")
+
+    clock = FakeClock()
+    cache = TokenCache(clock=clock)
+    cache.set_shared_store(BrokenStore())
+    exchange = Exchanger(clock)
+    assert cache.get(CREDS, exchange).value == "tok-1" and exchange.calls == 1
+    assert cache.get(CREDS, exchange).value == "tok-1" and exchange.calls == 1
+
+
+def test_a_refusal_inside_the_store_propagates():
+    clock = FakeClock()
+    cache = TokenCache(clock=clock)
+    cache.set_shared_store(MemoryStore())
+    exchange = Exchanger(clock)
+    exchange.fail = M3terAuthError("refused", method="POST", path="/oauth/token", status=401)
+    with pytest.raises(M3terAuthError):
+        cache.get(CREDS, exchange)
+    assert exchange.calls == 1
