@@ -261,19 +261,6 @@ def start_bill_job(client: M3terClient, body: Mapping[str, Any]) -> dict[str, An
     return job
 
 
-def find_active_bill_job(client: M3terClient, body: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The oldest active bill job (``GET billjobs?active=true``) created for the same request.
-
-    A job matches when it bills the same set of ``accountIds`` and agrees on every other field
-    of ``body`` that m3ter echoes in the job (``billDate``, ``lastDateInBillingPeriod``,
-    ``billingFrequency``, ``dueDate``...). Used on a retry so a second job is not created.
-    """
-    for job in client.paginate("billjobs", params={"active": "true"}, page_size=100):
-        if isinstance(job, dict) and bill_job_matches(job, body):
-            return job
-    return None
-
-
 def bill_ids(client: M3terClient, job: Mapping[str, Any]) -> list[str]:
     """The ids of the bills a finished bill job produced (``billIds``, else ``GET bills?billJobId=``)."""
     ids = job.get("billIds")
@@ -284,29 +271,3 @@ def bill_ids(client: M3terClient, job: Mapping[str, Any]) -> list[str]:
         for bill in client.paginate("bills", params={"billJobId": job["id"]}, page_size=100)
         if isinstance(bill, dict) and bill.get("id")
     ]
-
-
-#: bill job request fields m3ter echoes in the job, compared when looking for a job already started
-BILL_JOB_MATCH_FIELDS = (
-    "billDate",
-    "lastDateInBillingPeriod",
-    "billingFrequency",
-    "billFrequencyInterval",
-    "dueDate",
-    "externalInvoiceDate",
-    "targetCurrency",
-    "timezone",
-)
-
-
-def bill_job_matches(job: Mapping[str, Any], body: Mapping[str, Any]) -> bool:
-    """Whether bill ``job`` was created from a request like ``body`` (same accounts, same dates)."""
-    if job.get("type") not in (None, "CREATE"):
-        return False
-    if set(job.get("accountIds") or ()) != set(body.get("accountIds") or ()):
-        return False
-    return all(
-        str(job.get(field)) == str(body[field])
-        for field in BILL_JOB_MATCH_FIELDS
-        if body.get(field) is not None
-    )

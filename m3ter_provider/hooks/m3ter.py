@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import importlib.metadata
 import importlib.util
@@ -289,12 +290,15 @@ class M3terHook(BaseHook):
         }
 
     # ---------------------------------------------------------------- async (triggers)
-    async def aget_client(self) -> M3terClient:
+    async def aget_client(self, *, request_timeout: float | None = None) -> M3terClient:
         """The hook's client, reading the connection without blocking the event loop.
 
         On Airflow 3 the connection comes from ``aget_connection`` (the task SDK's async path; a
         sync read from the triggerer's event loop can deadlock); on Airflow 2 it is read on a
         worker thread. The settings are cached on the hook, so ``client`` and ``settings`` work after.
+
+        :param request_timeout: wait at most this many seconds for each request (a trigger's polls),
+            or the connection's ``timeout`` if that is shorter.
         """
         if "settings" not in self.__dict__:
             aget_connection = getattr(self, "aget_connection", None)
@@ -302,7 +306,10 @@ class M3terHook(BaseHook):
                 conn = await aget_connection(self.m3ter_conn_id)
             else:  # no async connection API (Airflow 2.x, 3.0)
                 conn = await asyncio.to_thread(self.get_connection, self.m3ter_conn_id)
-            self.__dict__["settings"] = self._settings_from(conn)
+            settings = self._settings_from(conn)
+            if request_timeout is not None and request_timeout < settings.timeout:
+                settings = dataclasses.replace(settings, timeout=float(request_timeout))
+            self.__dict__["settings"] = settings
         return self.client
 
     def invalidate_token(self, token: str) -> None:
@@ -324,10 +331,6 @@ class M3terHook(BaseHook):
         job = jobs.start_bill_job(self.client, body)
         self.log.info("Started m3ter bill job %s.", job["id"])
         return job
-
-    def find_active_bill_job(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
-        """An active bill job created from the same request (same accounts and dates), if any."""
-        return jobs.find_active_bill_job(self.client, body)
 
     def get_bill_ids(self, job: Mapping[str, Any]) -> list[str]:
         """The ids of the bills a finished bill job produced."""

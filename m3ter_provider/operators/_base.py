@@ -1,4 +1,5 @@
-"""The shared base of operators that start an m3ter job, wait for it (or defer) and summarise it."""
+"""What the m3ter operators and the sensor share: the cached hook, reading a trigger's event, and the
+base of operators that start an m3ter job, wait for it (or defer) and summarise it."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from m3ter_provider.errors import (
     M3terJobTimeoutError,
 )
 from m3ter_provider.hooks.m3ter import M3terHook
-from m3ter_provider.jobs import JobKind
+from m3ter_provider.jobs import JobKind, get_kind
 from m3ter_provider.links import JOB_ID_XCOM_KEY, M3terConsoleLink, persist_console_link
 from m3ter_provider.triggers.m3ter import M3terJobTrigger
 
@@ -58,12 +59,43 @@ def templated(*values: Any) -> bool:
     return False
 
 
-class M3terJobOperatorBase(ResumableJobMixin, BaseOperator):
+class M3terHookMixin:
+    """The operator's :class:`M3terHook` for its ``m3ter_conn_id``, made once per task."""
+
+    m3ter_conn_id: str
+
+    @cached_property
+    def hook(self) -> M3terHook:
+        return M3terHook(m3ter_conn_id=self.m3ter_conn_id)
+
+
+def job_from_event(
+    event: dict[str, Any] | None, kind: str | JobKind, job_id: str | None = None
+) -> tuple[str, dict[str, Any] | None]:
+    """Read an :class:`~m3ter_provider.triggers.m3ter.M3terJobTrigger` event: ``(job id, final job)``.
+
+    :raises M3terJobTimeoutError: the trigger's ``end_time`` passed first.
+    :raises M3terJobFailedError: the job failed, was cancelled or could not be read.
+    """
+    job_kind = get_kind(kind)
+    event = event or {}
+    job_id = str(event.get("job_id") or job_id or "")
+    if event.get("status") == "success":
+        return job_id, event.get("job")
+    message = event.get("message") or f"m3ter {job_kind.title} {job_id}: no event from the trigger."
+    error = M3terJobTimeoutError if event.get("timed_out") else M3terJobFailedError
+    raise error(message, kind=job_kind.name, job_id=job_id, status=event.get("job_status"))
+
+
+class M3terJobOperatorBase(M3terHookMixin, ResumableJobMixin, BaseOperator):
     """Start one m3ter job, push its id to XCom at once, wait for it (or defer) and return a summary.
 
     On Airflow 3.3+ the job id is also kept in the task's state store (``ResumableJobMixin``), so a
-    retry follows the job it already started (still running: wait for it; finished: use it) instead
-    of starting another; only a failed job is started afresh.
+    retry follows the job this task instance started (still running: wait for it; finished: use
+    it) instead of starting another; only a failed job is started afresh. A retry never adopts a
+    job it did not start, and ``on_kill`` cancels only the job this task follows. Below 3.3 there
+    is no store that survives a retry (Airflow clears a task's XCom when a new try starts), so a
+    retry there starts a new job.
     """
 
     job_kind: ClassVar[JobKind]
@@ -99,17 +131,9 @@ class M3terJobOperatorBase(ResumableJobMixin, BaseOperator):
         self._final_job: dict[str, Any] | None = None
         self._result: dict[str, Any] | None = None
 
-    @cached_property
-    def hook(self) -> M3terHook:
-        return M3terHook(m3ter_conn_id=self.m3ter_conn_id)
-
     # ------------------------------------------------------------ what subclasses define
     def _start_job(self, context: Context) -> str:
         raise NotImplementedError
-
-    def _find_started_job(self, context: Context) -> str | None:
-        """A job an earlier try of this task started, where m3ter lets us find it (default: no)."""
-        return None
 
     def _summary(self, context: Context, job_id: str, job: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
@@ -120,9 +144,7 @@ class M3terJobOperatorBase(ResumableJobMixin, BaseOperator):
         return self.execute_resumable(context)
 
     def submit_job(self, context: Context) -> str:
-        job_id = self._find_started_job(context) if _try_number(context) > 1 else None
-        if job_id is None:
-            job_id = self._start_job(context)
+        job_id = self._start_job(context)
         self._follow(context, job_id)
         return job_id
 
@@ -194,19 +216,12 @@ class M3terJobOperatorBase(ResumableJobMixin, BaseOperator):
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger fired: fail with its message, or finish like the sync path."""
         self._reset()
-        event = event or {}
-        job_id = str(event.get("job_id") or "")
-        if event.get("status") != "success":
-            message = (
-                event.get("message") or f"m3ter {self.job_kind.title} {job_id}: no event from the trigger."
-            )
-            if event.get("timed_out"):
-                raise M3terJobTimeoutError(
-                    message, kind=self.job_kind.name, job_id=job_id, status=event.get("job_status")
-                )
-            raise self._failed(job_id, event.get("job_status"), message)
+        try:
+            job_id, job = job_from_event(event, self.job_kind)
+        except M3terJobFailedError as exc:
+            raise self._failed(exc.job_id, exc.status, str(exc)) from None
         self._job_id = job_id
-        self._final_job = event.get("job")
+        self._final_job = job
         return self.get_job_result(job_id, context)
 
     def on_kill(self) -> None:
@@ -238,10 +253,3 @@ class M3terJobOperatorBase(ResumableJobMixin, BaseOperator):
             job_id=job_id,
             status=None if status is None else str(status),
         )
-
-
-def _try_number(context: Context) -> int:
-    try:
-        return int(context["ti"].try_number or 1)
-    except (KeyError, AttributeError, TypeError, ValueError):
-        return 1

@@ -15,7 +15,7 @@ from m3ter_provider.errors import M3terConfigError
 from m3ter_provider.hooks.m3ter import M3terHook
 from m3ter_provider.jobs import BILL_JOB, DATA_EXPORT, data_export_body
 from m3ter_provider.links import M3terConsoleLink, persist_console_link
-from m3ter_provider.operators._base import FILE_EXPIRED, M3terJobOperatorBase, templated
+from m3ter_provider.operators._base import FILE_EXPIRED, M3terHookMixin, M3terJobOperatorBase, templated
 from m3ter_provider.operators._inputs import (
     as_id_list,
     measurements_from_value,
@@ -40,7 +40,7 @@ BILLING_FREQUENCIES = ("DAILY", "WEEKLY", "MONTHLY", "ANNUALLY", "AD_HOC")
 STALE_EXPORT = dt.timedelta(hours=23)
 
 
-class M3terOperator(BaseOperator):
+class M3terOperator(M3terHookMixin, BaseOperator):
     """Call any m3ter Config API endpoint and return the JSON answer to XCom.
 
     :param endpoint: the path, relative to the Organization (``"accounts"``, ``"bills/{id}"``) or from
@@ -96,10 +96,6 @@ class M3terOperator(BaseOperator):
         self.page_size = page_size
         self.response_filter = response_filter
         self.m3ter_conn_id = m3ter_conn_id
-
-    @cached_property
-    def hook(self) -> M3terHook:
-        return M3terHook(m3ter_conn_id=self.m3ter_conn_id)
 
     def execute(self, context: Context) -> Any:
         endpoint = str(self.endpoint).strip()
@@ -355,10 +351,12 @@ class M3terBillJobOperator(M3terJobOperatorBase):
     ``m3ter_job_id``) as soon as m3ter answers. If the task is killed while it waits, the bill job
     is cancelled (``on_kill``; a deferred task's trigger does the same on Airflow 3.3+).
 
-    Retries never blindly create a second bill job: on Airflow 3.3+ a retry follows the job an
-    earlier try started (task state store); on any version a retry first looks for an active bill
-    job for the same accounts and dates (``GET billjobs?active=true``) and follows it
-    (``reuse_active_job``). A job that already finished before the retry is only found on 3.3+.
+    On Airflow 3.3+ a retry follows the bill job an earlier try of this task instance started (its
+    id is kept in the task state store): still running, it waits for it; finished, it uses its
+    result. It never adopts another bill job, not even one for the same accounts and dates (another
+    DAG's, a Console user's), and ``on_kill`` cancels only the job this task started. Below 3.3
+    Airflow keeps nothing across tries (a task's XCom is cleared when a new try starts), so a retry
+    there creates a new bill job.
 
     :param account_ids: the Account ids to bill (a list, rendered list or comma-separated). (templated)
     :param bill_date: the bill date, ``YYYY-MM-DD``. (templated)
@@ -367,7 +365,6 @@ class M3terBillJobOperator(M3terJobOperatorBase):
     :param due_date: the bills' due date, ``YYYY-MM-DD``. (templated)
     :param bill_job_fields: further fields of m3ter's ``BillJobRequest`` (``targetCurrency``,
         ``billFrequencyInterval``, ``timezone``...), passed as they are. (templated)
-    :param reuse_active_job: on a retry, follow an active bill job for the same request.
     :param wait_for_completion: wait for the job; else return once it is created.
     :param poll_interval: seconds between two polls of the job.
     :param timeout: seconds to wait at most (``None``: no limit).
@@ -394,7 +391,6 @@ class M3terBillJobOperator(M3terJobOperatorBase):
         billing_frequency: str | None = None,
         due_date: Any = None,
         bill_job_fields: dict[str, Any] | None = None,
-        reuse_active_job: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -404,7 +400,6 @@ class M3terBillJobOperator(M3terJobOperatorBase):
         self.billing_frequency = billing_frequency
         self.due_date = due_date
         self.bill_job_fields = dict(bill_job_fields or {})
-        self.reuse_active_job = reuse_active_job
         if not templated(
             account_ids, billing_frequency, bill_date, last_date_in_billing_period, due_date, bill_job_fields
         ):
@@ -432,19 +427,6 @@ class M3terBillJobOperator(M3terJobOperatorBase):
             body["billingFrequency"] = frequency
         body.update(parse_rendered(self.bill_job_fields, "bill_job_fields") or {})
         return body
-
-    def _find_started_job(self, context: Context) -> str | None:
-        if not self.reuse_active_job:
-            return None
-        job = self.hook.find_active_bill_job(self._body())
-        if job is None:
-            return None
-        self.log.info(
-            "Found active bill job %s for the same accounts and dates (an earlier try's): following it "
-            "instead of creating another.",
-            job["id"],
-        )
-        return str(job["id"])
 
     def _start_job(self, context: Context) -> str:
         return str(self.hook.start_bill_job(self._body())["id"])

@@ -5,23 +5,22 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import timedelta
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowSensorTimeout, BaseSensorOperator, PokeReturnValue
 
-from m3ter_provider.errors import M3terConfigError, M3terJobFailedError
+from m3ter_provider.errors import M3terConfigError, M3terJobTimeoutError
 from m3ter_provider.hooks.m3ter import M3terHook
 from m3ter_provider.jobs import get_kind
 from m3ter_provider.links import M3terConsoleLink, persist_console_link
-from m3ter_provider.operators._base import default_deferrable
+from m3ter_provider.operators._base import M3terHookMixin, default_deferrable, job_from_event
 from m3ter_provider.triggers.m3ter import M3terJobTrigger
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
 
-class M3terJobSensor(BaseSensorOperator):
+class M3terJobSensor(M3terHookMixin, BaseSensorOperator):
     """Wait until an m3ter job reaches a done state; fail when it reaches a failed state.
 
     Works in ``poke`` and ``reschedule`` mode, and with ``deferrable=True`` hands the wait to the
@@ -50,10 +49,6 @@ class M3terJobSensor(BaseSensorOperator):
         self.job_id = job_id
         self.m3ter_conn_id = m3ter_conn_id
         self.deferrable = default_deferrable() if deferrable is None else deferrable
-
-    @cached_property
-    def hook(self) -> M3terHook:
-        return M3terHook(m3ter_conn_id=self.m3ter_conn_id)
 
     def _job_id(self) -> str:
         job_id = str(self.job_id or "").strip()
@@ -96,18 +91,10 @@ class M3terJobSensor(BaseSensorOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Resume after the trigger fired: return the finished job, or fail with the trigger's message."""
-        event = event or {}
-        if event.get("status") == "success":
-            return event.get("job")
-        message = event.get("message") or f"m3ter {self.kind} {self.job_id}: no event from the trigger."
-        if event.get("timed_out"):
-            raise AirflowSensorTimeout(message)
-        raise M3terJobFailedError(
-            message,
-            kind=self.kind,
-            job_id=str(event.get("job_id") or self.job_id),
-            status=event.get("job_status"),
-        )
+        try:
+            return job_from_event(event, self.kind, self.job_id)[1]
+        except M3terJobTimeoutError as exc:
+            raise AirflowSensorTimeout(str(exc)) from None
 
 
 def _seconds(value: Any) -> float | None:

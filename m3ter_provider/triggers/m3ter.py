@@ -1,51 +1,107 @@
-"""M3terJobTrigger: wait for an m3ter job in the triggerer, so no worker slot is held."""
+"""M3terJobTrigger: wait for an m3ter job in the triggerer, so no worker slot is held.
+
+Every call to m3ter runs the hook's synchronous methods on a worker thread, so the trigger shares
+the client's one retry policy (what is retryable, back-off, Retry-After, re-authentication after a
+refused token) and the process-wide token cache with every task, and nothing that can block (a
+token exchange, a retry's back-off sleep, a lock) ever runs on the triggerer's event loop.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import random
+import concurrent.futures
+import contextvars
+import functools
+import os
+import threading
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
-import httpx
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from m3ter_provider.client import RETRY_STATUSES, retry_after_seconds
-from m3ter_provider.errors import M3terError, M3terTransportError, m3ter_message
+from m3ter_provider.errors import M3terError, M3terRequestError, M3terTransportError
 from m3ter_provider.hooks.m3ter import M3terHook
 from m3ter_provider.jobs import get_kind
+from m3ter_provider.retry import RETRY_STATUSES
 
-#: answers after which a poll is worth repeating: the client's retry statuses, plus 408 and 425
-TRANSIENT_STATUSES = RETRY_STATUSES | {408, 425}
-#: the longest pause between two polls after transient errors, in seconds
-MAX_BACKOFF = 60.0
+T = TypeVar("T")
+
+#: each request a trigger makes waits at most this long for m3ter (the connection's timeout if shorter)
+REQUEST_TIMEOUT = 20.0
+#: worker threads shared by every m3ter trigger in a triggerer (not the loop's default executor, so
+#: a hanging m3ter cannot starve other providers' triggers of threads)
+MAX_THREADS = 16
+
+_pool: concurrent.futures.ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
 
 
-class _Transient(Exception):
-    """A poll that may well succeed if tried again (429, 5xx, no answer)."""
+def _executor() -> concurrent.futures.ThreadPoolExecutor:
+    global _pool
+    if _pool is None:
+        with _pool_lock:
+            if _pool is None:
+                _pool = concurrent.futures.ThreadPoolExecutor(MAX_THREADS, thread_name_prefix="m3ter-trigger")
+    return _pool
 
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.retry_after = retry_after
+
+def _forget_pool_in_child() -> None:
+    """A forked child has none of the pool's threads: start a new pool there when needed."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_forget_pool_in_child)
+
+
+class _DeadlinePassed(Exception):
+    """``end_time`` came while a call to m3ter was still under way (or before it could start)."""
+
+
+class _Abandoned(BaseException):
+    """Raised in a worker thread's retry back-off once the trigger stopped waiting for its call.
+
+    A ``BaseException``, like a thread's interruption: no error handler in the client mistakes it
+    for m3ter's answer, and threads waiting for a token exchange it cut short exchange themselves.
+    """
+
+
+def _retry_pause(abandoned: threading.Event, seconds: float) -> None:
+    """The client's back-off between retries, on a worker thread: cut short once abandoned."""
+    if abandoned.wait(seconds):
+        raise _Abandoned
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether polling again may succeed after the client gave up on a call: no answer, a rate
+    limit or an m3ter-side error (a token endpoint's 503 included). Refusals (401, 403 after a
+    fresh token) and 4xx answers are not."""
+    if isinstance(exc, M3terTransportError):
+        return True
+    if isinstance(exc, M3terRequestError) and exc.status is not None:
+        return exc.status >= 500 or exc.status in RETRY_STATUSES
+    return False
 
 
 class M3terJobTrigger(BaseTrigger):
-    """Poll an m3ter job with ``httpx`` until it is final, then fire one event.
+    """Poll an m3ter job until it is final, then fire one event.
 
     The event's payload is ``{"status": "success" | "error", "kind", "job_id", "job_status",
     "message", "job"}``: ``success`` when the job reached a done state, ``error`` when it failed, was
-    cancelled, passed ``end_time`` (then ``"timed_out": True``) or could not be read. Errors that
-    may pass (HTTP 429 and 5xx, a dropped connection, a timeout) are retried with backoff, up to
-    ``max_transient_errors`` in a row; a refused token (401/403) is exchanged for a fresh one once.
-    The token comes from the provider's process-wide cache, so triggers share it.
+    cancelled, passed ``end_time`` (then ``"timed_out": True``) or could not be read. Each poll is
+    one hook call on a worker thread, retried by the client's retry policy; when that gives up on
+    an error that may pass (no answer, 429, 5xx, also at the token endpoint) the trigger polls
+    again after ``poll_interval``, up to ``max_transient_errors`` times in a row. ``end_time`` is
+    honoured even while polls fail or hang: a poll under way when it comes is abandoned.
 
     :param kind: the job kind: ``"dataexport"``, ``"billjob"``, ``"statementjob"`` or ``"fileupload"``.
     :param job_id: the job's id.
     :param m3ter_conn_id: the m3ter connection id.
     :param poll_interval: seconds between two polls.
     :param end_time: a UNIX timestamp after which the trigger stops waiting (``None``: no limit).
-    :param max_transient_errors: transient poll errors in a row before the trigger gives up.
+    :param max_transient_errors: failed polls in a row (after the client's retries) before giving up.
     :param cancel_on_kill: cancel the job when a user kills the deferred task (bill and statement
         jobs; Airflow 3.3+ calls ``on_kill`` on triggers).
     """
@@ -97,35 +153,66 @@ class M3terJobTrigger(BaseTrigger):
             }
         )
 
+    # ------------------------------------------------------------ off the event loop
+    def _remaining(self) -> float | None:
+        return None if self.end_time is None else self.end_time - time.time()
+
+    async def _call(self, func: Callable[..., T], *args: Any, bounded: bool = True) -> T:
+        """Run a blocking hook call on a worker thread; give up on it when ``end_time`` comes."""
+        remaining = self._remaining() if bounded else None
+        if remaining is not None and remaining <= 0:
+            raise _DeadlinePassed
+        context = contextvars.copy_context()
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(_executor(), functools.partial(context.run, func, *args))
+        try:
+            return await asyncio.wait_for(future, remaining)
+        except asyncio.TimeoutError:
+            raise _DeadlinePassed from None
+
+    async def _hook(self, abandoned: threading.Event) -> M3terHook:
+        hook = M3terHook(m3ter_conn_id=self.m3ter_conn_id)
+        remaining = self._remaining()
+        try:
+            client = await asyncio.wait_for(hook.aget_client(request_timeout=REQUEST_TIMEOUT), remaining)
+        except asyncio.TimeoutError:
+            raise _DeadlinePassed from None
+        client.sleep = functools.partial(_retry_pause, abandoned)
+        return hook
+
+    # ------------------------------------------------------------ the trigger
     async def run(self) -> AsyncIterator[TriggerEvent]:
         job_kind = get_kind(self.kind)
         name = f"m3ter {job_kind.title} {self.job_id}"
+        job: dict[str, Any] | None = None
+        last_error: str | None = None
+        #: set when the trigger stops waiting: a worker thread still retrying stops at its next pause
+        abandoned = threading.Event()
         try:
-            hook = M3terHook(m3ter_conn_id=self.m3ter_conn_id)
-            client = await hook.aget_client()
-            url = client.url(job_kind.path(self.job_id))
-            timeout = httpx.Timeout(client.settings.timeout, connect=min(10.0, client.settings.timeout))
-            headers = {"User-Agent": client.user_agent, "Accept": "application/json"}
-            async with httpx.AsyncClient(timeout=timeout, headers=headers, follow_redirects=False) as http:
-                errors_in_row = 0
-                last_status: str | None = None
-                while True:
-                    try:
-                        job = await self._get(http, hook, url)
-                    except _Transient as exc:
-                        errors_in_row += 1
-                        if errors_in_row > self.max_transient_errors:
-                            yield self._event(
-                                "error",
-                                f"Gave up polling {name} after {errors_in_row} transient errors in a row; "
-                                f"the last: {exc}.",
-                            )
-                            return
-                        delay = self._backoff(errors_in_row, exc.retry_after)
-                        self.log.warning("Polling %s: %s; polling again in %.1f s.", name, exc, delay)
-                        await asyncio.sleep(delay)
-                        continue
-                    errors_in_row = 0
+            hook = await self._hook(abandoned)
+            errors_in_row = 0
+            last_status: str | None = None
+            while True:
+                try:
+                    job = await self._call(hook.get_job, job_kind, self.job_id)
+                except M3terError as exc:
+                    if not is_transient(exc):
+                        raise
+                    errors_in_row += 1
+                    last_error = str(exc)
+                    if errors_in_row > self.max_transient_errors:
+                        yield self._event(
+                            "error",
+                            f"Gave up polling {name} after {errors_in_row} transient errors in a row; "
+                            f"the last: {exc}",
+                            job,
+                        )
+                        return
+                    self.log.warning(
+                        "Polling %s: %s; polling again in %.1f s.", name, exc, self.poll_interval
+                    )
+                else:
+                    errors_in_row, last_error = 0, None
                     status = job_kind.status(job)
                     if status != last_status:
                         self.log.info("%s is %s.", name, status)
@@ -137,62 +224,26 @@ class M3terJobTrigger(BaseTrigger):
                     if outcome == "failed":
                         yield self._event("error", f"{name} ended {status}.", job)
                         return
-                    if self.end_time is not None and time.time() + self.poll_interval > self.end_time:
-                        yield self._event(
-                            "error",
-                            f"{name} was still {status} when the wait timed out.",
-                            job,
-                            timed_out=True,
-                        )
-                        return
-                    await asyncio.sleep(self.poll_interval)
+                remaining = self._remaining()
+                if remaining is not None and remaining < self.poll_interval:
+                    raise _DeadlinePassed
+                await asyncio.sleep(self.poll_interval)
+        except _DeadlinePassed:
+            yield self._timed_out(name, job, last_error)
         except M3terError as exc:
-            yield self._event("error", f"Polling {name} failed: {exc}")
+            yield self._event("error", f"Polling {name} failed: {exc}", job)
         except Exception as exc:
-            yield self._event("error", f"Polling {name} failed: {type(exc).__name__}: {exc}")
+            yield self._event("error", f"Polling {name} failed: {type(exc).__name__}: {exc}", job)
+        finally:
+            abandoned.set()
 
-    async def _get(self, http: httpx.AsyncClient, hook: M3terHook, url: str) -> dict[str, Any]:
-        """One authenticated GET; a refused token is exchanged once; transient trouble raises _Transient."""
-        refreshed = False
-        while True:
-            try:
-                token = await asyncio.to_thread(hook.get_token)
-            except M3terTransportError as exc:  # the exchange's own retries ran out: still transient
-                raise _Transient(f"no answer from m3ter's token endpoint ({exc.path})") from None
-            try:
-                response = await http.get(url, headers={"Authorization": f"Bearer {token}"})
-            except httpx.TimeoutException:
-                raise _Transient("m3ter did not answer in time") from None
-            except httpx.TransportError as exc:
-                raise _Transient(f"no answer from m3ter ({type(exc).__name__})") from None
-            if response.status_code in (401, 403) and not refreshed:
-                hook.invalidate_token(token)
-                refreshed = True
-                continue
-            if response.status_code in TRANSIENT_STATUSES:
-                raise _Transient(
-                    f"m3ter answered HTTP {response.status_code}", retry_after_seconds(response.headers)
-                )
-            body = _json(response)
-            if not response.is_success:
-                raise M3terError(
-                    f"GET {response.url.path}: m3ter answered HTTP {response.status_code}"
-                    + (f"; m3ter said: {m3ter_message(body)!r}" if m3ter_message(body) else "")
-                    + (
-                        f". Check the connection {self.m3ter_conn_id!r} and the job id."
-                        if response.status_code in (401, 403, 404)
-                        else "."
-                    )
-                )
-            if not isinstance(body, dict):
-                raise M3terError(f"GET {response.url.path}: m3ter answered without a job object.")
-            return body
-
-    def _backoff(self, errors_in_row: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, MAX_BACKOFF)
-        ceiling = min(MAX_BACKOFF, max(self.poll_interval, 0.1) * 2 ** (errors_in_row - 1))
-        return random.uniform(ceiling / 2, ceiling)
+    def _timed_out(self, name: str, job: dict[str, Any] | None, last_error: str | None) -> TriggerEvent:
+        status = get_kind(self.kind).status(job) if job is not None else None
+        state = f"still {status}" if status else "not known to be final"
+        message = f"{name} was {state} when the wait timed out."
+        if last_error:
+            message += f" The last poll failed: {last_error}"
+        return self._event("error", message, job, timed_out=True)
 
     async def on_kill(self) -> None:
         """Cancel the job when a user kills the deferred task (only with ``cancel_on_kill``)."""
@@ -200,13 +251,6 @@ class M3terJobTrigger(BaseTrigger):
         if not self.cancel_on_kill or job_kind.cancel_path is None:
             return
         hook = M3terHook(m3ter_conn_id=self.m3ter_conn_id)
-        await hook.aget_client()
+        await hook.aget_client(request_timeout=REQUEST_TIMEOUT)
         self.log.info("Cancelling m3ter %s %s.", job_kind.title, self.job_id)
-        await asyncio.to_thread(hook.cancel_job, job_kind, self.job_id)
-
-
-def _json(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return None
+        await self._call(hook.cancel_job, job_kind, self.job_id, bounded=False)

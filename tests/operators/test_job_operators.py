@@ -269,27 +269,38 @@ def test_deferred_bill_job_trigger_cancels_on_kill(emu):
     assert deferred.value.trigger.cancel_on_kill is True and deferred.value.trigger.kind == "billjob"
 
 
-def test_a_retry_follows_the_active_bill_job_instead_of_creating_another(emu):
-    emu.job_duration = 1.0
-    account_ids = seed_accounts(emu, "acme")
-    first = bill_op(account_ids=account_ids, last_date_in_billing_period="2026-01-31", timeout=0.2)
-    with pytest.raises(M3terJobTimeoutError):  # the worker gave up; the job still runs in m3ter
-        first.execute(make_context(first, try_number=1))
-    retry = bill_op(account_ids=account_ids, last_date_in_billing_period="2026-01-31")
-    result = retry.execute(make_context(retry, try_number=2))
-    assert requests_to(emu, POST_BILL_JOB) == 1
-    assert result["status"] == "COMPLETE" and len(result["bill_ids"]) == 1
-
-
-def test_a_retry_for_other_dates_or_without_reuse_creates_a_job(emu):
+def test_a_strangers_active_bill_job_is_neither_adopted_nor_cancelled(emu):
+    """Another DAG's (or a Console user's) bill job for the same accounts and dates is not ours."""
     emu.job_duration = 30
     account_ids = seed_accounts(emu, "acme")
-    for kwargs in ({"bill_date": "2026-03-01"}, {"reuse_active_job": False}):
-        op = bill_op(account_ids=account_ids, wait_for_completion=False, **kwargs)
-        op.execute(make_context(op, try_number=2))
-    first_try = bill_op(account_ids=account_ids, wait_for_completion=False)
-    first_try.execute(make_context(first_try, try_number=1))  # a first try never adopts a job
-    assert requests_to(emu, POST_BILL_JOB) == 3
+    hook = M3terHook()
+    op = bill_op(account_ids=account_ids, last_date_in_billing_period="2026-01-31", wait_for_completion=False)
+    stranger = hook.start_bill_job(op._body())
+    context = make_context(op, try_number=2)  # a retry, with no record of an earlier try's job
+    result = op.execute(context)
+    assert result["job_id"] != stranger["id"]
+    assert context["ti"].xcom[JOB_ID_XCOM_KEY] == result["job_id"]
+    assert requests_to(emu, POST_BILL_JOB) == 2
+    op.on_kill()
+    assert hook.get_job("billjob", stranger["id"])["status"] not in ("CANCELLED", "COMPLETE")
+    assert hook.get_job("billjob", result["job_id"])["status"] == "CANCELLED"
+
+
+@needs_task_state_store
+def test_a_retry_follows_the_bill_job_this_task_started_not_a_strangers(emu):
+    emu.job_duration = 1.0
+    account_ids = seed_accounts(emu, "acme")
+    store = FakeTaskStateStore()
+    first = bill_op(account_ids=account_ids, last_date_in_billing_period="2026-01-31", timeout=0.2)
+    stranger = M3terHook().start_bill_job(first._body())
+    with pytest.raises(M3terJobTimeoutError):  # the worker gave up; its job still runs in m3ter
+        first.execute(make_context(first, try_number=1, task_state_store=store))
+    own = store.values[JOB_ID_XCOM_KEY]
+    assert own != stranger["id"]
+    retry = bill_op(account_ids=account_ids, last_date_in_billing_period="2026-01-31")
+    result = retry.execute(make_context(retry, try_number=2, task_state_store=store))
+    assert requests_to(emu, POST_BILL_JOB) == 2  # the stranger's and the first try's: no third
+    assert result["job_id"] == own and result["status"] == "COMPLETE"
 
 
 @needs_task_state_store
@@ -312,7 +323,7 @@ def test_with_a_task_state_store_a_retry_follows_the_stored_export(emu, tmp_path
 def test_with_a_task_state_store_a_finished_job_is_used_and_a_failed_one_replaced(emu):
     store = FakeTaskStateStore()
     account_ids = seed_accounts(emu, "acme")
-    op = bill_op(account_ids=account_ids, reuse_active_job=False)
+    op = bill_op(account_ids=account_ids)
     first = op.execute(make_context(op, task_state_store=store))
     again = op.execute(make_context(op, try_number=2, task_state_store=store))
     assert again == first and requests_to(emu, POST_BILL_JOB) == 1

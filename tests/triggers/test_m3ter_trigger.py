@@ -69,7 +69,8 @@ def test_a_failed_job_is_one_error_event_naming_job_and_status(emu):
     assert job_id in event.payload["message"] and "FAILED" in event.payload["message"]
 
 
-def test_transient_errors_are_retried_not_fatal(emu):
+def test_transient_errors_are_retried_not_fatal(emu, monkeypatch):
+    set_connection(monkeypatch, emu, max_retries=0)  # each poll is one request: the trigger repeats it
     job_id = start_export()
     emu.add_fault(EXPORT_ROUTE, status=503, times=2)
     emu.add_fault(EXPORT_ROUTE, status=429, retry_after="0", times=1)
@@ -80,7 +81,8 @@ def test_transient_errors_are_retried_not_fatal(emu):
     assert emu.stats()["requests"][EXPORT_ROUTE] >= 6
 
 
-def test_endless_transient_errors_end_in_one_error_event(emu):
+def test_endless_transient_errors_end_in_one_error_event(emu, monkeypatch):
+    set_connection(monkeypatch, emu, max_retries=0)
     job_id = start_export()
     emu.add_fault(EXPORT_ROUTE, status=502, times=None)
     [event] = run(trigger_for(job_id, max_transient_errors=2, poll_interval=0.01))
@@ -91,13 +93,14 @@ def test_endless_transient_errors_end_in_one_error_event(emu):
     assert emu.stats()["requests"][EXPORT_ROUTE] == 3
 
 
-def test_an_unreachable_m3ter_is_transient_then_an_error(emu):
+def test_an_unreachable_m3ter_is_transient_then_an_error(emu, monkeypatch):
+    set_connection(monkeypatch, emu, max_retries=0)
     M3terHook().get_token()  # cached: only the polls meet the closed port
     emu.stop()
     [event] = run(trigger_for("job-1", max_transient_errors=1, poll_interval=0.01))
     assert event.payload["status"] == "error"
     assert "2 transient errors in a row" in event.payload["message"]
-    assert "no answer from m3ter" in event.payload["message"]
+    assert "answer from m3ter (connection refused)" in event.payload["message"]
 
 
 def test_an_unreachable_token_endpoint_is_transient_too(emu, monkeypatch):
@@ -106,7 +109,8 @@ def test_an_unreachable_token_endpoint_is_transient_too(emu, monkeypatch):
     [event] = run(trigger_for("job-1", max_transient_errors=1, poll_interval=0.01))
     assert event.payload["status"] == "error"
     assert "2 transient errors in a row" in event.payload["message"]
-    assert "token endpoint" in event.payload["message"]
+    assert "/oauth/token" in event.payload["message"]
+    assert "answer from m3ter (connection refused)" in event.payload["message"]
 
 
 def test_an_unknown_job_is_an_error_at_once(emu):
@@ -200,3 +204,92 @@ def test_on_kill_cancels_a_bill_job_only_when_asked(emu):
     assert hook.get_job("billjob", job["id"])["status"] != "CANCELLED"
     asyncio.run(trigger_for(job["id"], kind="billjob", cancel_on_kill=True).on_kill())
     assert hook.get_job("billjob", job["id"])["status"] == "CANCELLED"
+
+
+TOKEN_ROUTE = "POST /oauth/token"
+
+
+def test_a_token_endpoint_503_is_transient_not_fatal(emu, monkeypatch):
+    set_connection(monkeypatch, emu, max_retries=0)
+    job_id = start_export()
+    emu.expire_tokens()  # the next poll is refused (403) and must exchange again...
+    emu.add_fault(TOKEN_ROUTE, status=503, times=2)  # ...while the token endpoint is unwell
+    [event] = run(trigger_for(job_id, poll_interval=0.01))
+    assert event.payload["status"] == "success"
+    assert emu.stats()["token_exchanges"] == 2
+    assert emu.stats()["requests"][TOKEN_ROUTE] == 4
+
+
+def test_the_event_loop_never_stalls_while_the_token_endpoint_is_slow(emu):
+    """A 403 forces re-auth while the token endpoint takes 1 s (and another thread is exchanging too):
+    a ticker on the event loop never waits more than 0.1 s."""
+    import threading
+
+    hook = M3terHook()
+    job_id = start_export(hook)
+    emu.expire_tokens()
+    emu.add_fault(TOKEN_ROUTE, delay=1.0, times=3)
+    other = threading.Thread(target=hook.request, args=("GET", "organizationconfig"))
+
+    async def main() -> tuple[list, float, int]:
+        loop = asyncio.get_running_loop()
+        gaps: list[float] = []
+        done = asyncio.Event()
+
+        async def ticker() -> None:
+            last = loop.time()
+            while not done.is_set():
+                await asyncio.sleep(0.01)
+                now = loop.time()
+                gaps.append(now - last)
+                last = now
+
+        ticking = asyncio.create_task(ticker())
+        other.start()  # a task thread meets the 403 first and starts the slow exchange
+        events = [event async for event in trigger_for(job_id, poll_interval=0.05).run()]
+        done.set()
+        await ticking
+        return events, max(gaps), len(gaps)
+
+    events, max_gap, ticks = asyncio.run(main())
+    other.join(30)
+    assert [e.payload["status"] for e in events] == ["success"]
+    assert emu.stats()["token_exchanges"] >= 2  # the re-auth happened during the run
+    assert ticks > 20
+    assert max_gap < 0.1, f"the event loop stalled for {max_gap:.3f} s"
+
+
+def test_end_time_is_honoured_while_every_poll_fails(emu):
+    job_id = start_export()
+    emu.add_fault(EXPORT_ROUTE, status=503, times=None)  # the client retries with back-off: slow polls
+    [event] = run(trigger_for(job_id, poll_interval=0.2, end_time=time.time() + 1.0))
+    assert event.payload["status"] == "error" and event.payload["timed_out"] is True
+    assert "timed out" in event.payload["message"]
+    # one poll's back-off alone (5 retries) would take longer than the deadline: cut short
+    polls = emu.stats()["requests"][EXPORT_ROUTE]
+    assert polls < 7
+    time.sleep(1.0)  # the abandoned worker thread stops retrying (at most its request under way lands)
+    assert emu.stats()["requests"][EXPORT_ROUTE] <= polls + 1
+
+
+def test_end_time_is_honoured_while_a_poll_hangs(emu):
+    job_id = start_export()
+    emu.add_fault(EXPORT_ROUTE, delay=3.0, times=1)
+    started = time.monotonic()
+    [event] = run(trigger_for(job_id, end_time=time.time() + 0.5))
+    assert event.payload["timed_out"] is True and event.payload["job"] is None
+    assert time.monotonic() - started < 3.0  # did not wait for the hanging poll
+    assert emu.stats()["requests"][EXPORT_ROUTE] == 1
+
+
+def test_old_serialized_kwargs_still_build_the_trigger():
+    kwargs = {
+        "kind": "dataexport",
+        "job_id": "j1",
+        "m3ter_conn_id": "c",
+        "poll_interval": 10.0,
+        "end_time": None,
+        "max_transient_errors": 10,
+        "cancel_on_kill": False,
+    }
+    assert M3terJobTrigger(**kwargs).serialize()[1] == kwargs
