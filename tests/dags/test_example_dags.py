@@ -21,7 +21,10 @@ EXAMPLE_DAG_IDS = {
     "example_m3ter_billing",
     "example_m3ter_hook",
     "example_m3ter_deferrable",
+    "example_m3ter_daily_usage",  # the README's operators example, run by tests/test_readme.py
 }
+#: example DAGs with a schedule (the rest are schedule=None)
+SCHEDULED = {"example_m3ter_daily_usage": "CronDataIntervalTimetable"}
 
 
 def dag_bag(folder: pathlib.Path) -> Any:
@@ -56,7 +59,7 @@ def test_example_dags_import_without_errors_or_deprecation_warnings():
     for dag in bag.dags.values():
         assert set(dag.tags) == {"m3ter", "example"}
         assert dag.catchup is False and dag.start_date is not None
-        assert type(dag.timetable).__name__ == "NullTimetable"  # schedule=None
+        assert type(dag.timetable).__name__ == SCHEDULED.get(dag.dag_id, "NullTimetable")
 
 
 def test_example_dags_import_with_deprecation_warnings_as_errors():
