@@ -69,6 +69,7 @@ def cli_json(stdout: str) -> list:
     return json.loads(stdout[start.start() :])
 
 
+@pytest.mark.e2e
 def test_airflow_cli_lists_the_provider_and_its_connection_type():
     airflow_bin = pathlib.Path(sys.executable).parent / "airflow"
     providers = subprocess.run(
