@@ -175,6 +175,7 @@ def _test_from_the_row(page, shots: pathlib.Path, name: str) -> tuple[dict, str]
             has_text=str(result.get("message", ""))[:40]
         )
         toast.last.wait_for()
+        page.wait_for_timeout(700)  # the toast's fade-in, so the screenshot shows it as a person sees it
         page.screenshot(path=shots / f"{name}.png")
         shown = toast.last.inner_text()
     finally:
@@ -183,6 +184,13 @@ def _test_from_the_row(page, shots: pathlib.Path, name: str) -> tuple[dict, str]
     assert sent[0]["password"] != WRONG_SECRET, "the UI sends the masked secret, not the secret"
     assert response.status == 200, result
     return result, shown
+
+
+def _project_urls() -> dict[str, str]:
+    import importlib.metadata
+
+    entries = importlib.metadata.metadata("airflow-provider-m3ter").get_all("Project-URL") or []
+    return dict(entry.split(", ", 1) for entry in entries)
 
 
 def _is_create(response) -> bool:
@@ -194,6 +202,15 @@ def test_add_an_m3ter_connection_in_the_ui_and_test_it(
 ) -> None:
     with capsys.disabled():
         print(f"\n[browser] screenshots: {screenshots}", flush=True)
+
+    # the Providers page: a plain description, and the package linked to the README
+    with page.expect_response(lambda r: "/api/v2/providers" in r.url) as listed:
+        page.goto("/providers")
+    ours = next(p for p in listed.value.json()["providers"] if p["package_name"] == "airflow-provider-m3ter")
+    assert ours["description"].startswith("m3ter, the usage-based billing"), ours
+    assert ours["documentation_url"] == _project_urls()["Documentation"], ours
+    page.get_by_text("airflow-provider-m3ter").wait_for()
+    page.screenshot(path=screenshots / "0-providers-page.png", full_page=True)
 
     page.goto("/connections")
     page.get_by_role("button", name="Add Connection").click()

@@ -130,6 +130,7 @@ def test_object_storage_destinations_are_named_by_bucket_and_key():
     assert (dataset.namespace, dataset.name) == ("s3://billing-bucket", "m3ter/usage-2026-01-01.csv")
 
 
+@pytest.mark.e2e  # two fresh interpreters
 def test_importing_the_operators_loads_no_openlineage() -> None:
     """Only what Airflow itself loads (provider metadata): no OpenLineage client, no extractors."""
 
