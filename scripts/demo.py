@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "example_dags"
@@ -78,8 +79,8 @@ def main(argv: list[str]) -> int:
 def run_demo(dag_id: str, home: pathlib.Path) -> int:
     """Run ``dag_id`` with AIRFLOW_HOME ``home`` (which the caller removes)."""
     bin_dir = pathlib.Path(sys.executable).parent
-    output = OUTPUT / dag_id
-    shutil.rmtree(output, ignore_errors=True)
+    output = OUTPUT  # the example DAGs write under <dag id>/<run id>/
+    started = time.time()
     env = dict(
         os.environ,
         AIRFLOW_HOME=str(home),
@@ -119,7 +120,7 @@ def run_demo(dag_id: str, home: pathlib.Path) -> int:
             )
         outputs = sorted(output.glob("**/*")) if output.exists() else []
         for path in outputs:
-            if path.is_file():
+            if path.is_file() and path.stat().st_mtime >= started:  # this run's files
                 print(f"==> output: {path} ({path.stat().st_size:,} bytes)")
         return 0 if code == 0 and state == "success" else 1
     finally:
