@@ -6,57 +6,78 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+#: the section of the Airflow 3 connection form that holds the Organization id: its own section, so
+#: its title says it is required (and turns red while it is empty) without opening anything
+ORGANIZATION_SECTION = "m3ter Organization (required)"
+
+#: the connection's extra fields, in the ``conn-fields`` format Airflow 3.2+ reads (a JSON schema per
+#: field: a string type without "null" and a minLength make the form mark it required and block Save).
+#: Airflow 3's form shows no placeholders for extra fields, so each description carries the example.
 _CONN_FIELDS: dict[str, dict[str, Any]] = {
     "org_id": {
         "label": "Organization id",
-        "schema": {"type": ["string", "null"]},
-        "description": "Your m3ter Organization id (required).",
+        "schema": {"type": "string", "minLength": 1, "section": ORGANIZATION_SECTION},
+        "description": "Required. The id of the m3ter Organization the Service User belongs to "
+        "(every m3ter Api path starts /organizations/<Organization id>/).",
     },
     "ingest_url": {
-        "label": "Ingest API URL",
+        "label": "Ingest Api URL",
         "schema": {"type": ["string", "null"]},
-        "description": "Default: the API URL with 'api.' swapped for 'ingest.' (https://ingest.m3ter.com).",
+        "description": "Optional. Default: the Api URL with 'api.' swapped for 'ingest.', e.g. "
+        "https://ingest.m3ter.com; the Api URL itself for a local emulator.",
     },
     "token_url": {
         "label": "Token URL",
         "schema": {"type": ["string", "null"]},
-        "description": "Default: <API URL>/oauth/token.",
+        "description": "Optional. Default: <Api URL>/oauth/token, e.g. https://api.m3ter.com/oauth/token.",
     },
     "console_url": {
         "label": "Console URL",
         "schema": {"type": ["string", "null"]},
-        "description": "Default: https://console.m3ter.com (used for task links).",
+        "description": "Optional. Default: https://console.m3ter.com (the task's m3ter Console link).",
     },
     "timeout": {
         "label": "Request timeout (seconds)",
-        "schema": {"type": ["number", "null"], "default": 60},
+        "schema": {"type": ["number", "null"], "minimum": 1},
+        "description": "Optional. Seconds to wait for m3ter to answer each request. Default: 60.",
     },
     "max_retries": {
         "label": "Max retries",
-        "schema": {"type": ["integer", "null"], "default": 5},
+        "schema": {"type": ["integer", "null"], "minimum": 0},
+        "description": "Optional. Retries of a request that failed for a passing reason (connection "
+        "error, timeout, 429, 5xx), with backoff. Default: 5.",
     },
 }
 
 _UI_FIELD_BEHAVIOUR: dict[str, Any] = {
     "hidden-fields": ["schema", "port", "extra"],
-    "relabeling": {"login": "Access Key id", "password": "Api Secret", "host": "API URL"},
+    "relabeling": {"login": "Access Key id", "password": "Api Secret", "host": "Api URL"},
     "placeholders": {
-        "login": "Service User Access Key id",
-        "password": "Service User Api Secret",
-        "host": "https://api.m3ter.com",
+        "login": "the Service User's Access Key id",
+        "password": "the Service User's Api Secret",
+        "host": "https://api.m3ter.com (the default when empty)",
+        # shown by the Airflow 2 form only (Airflow 3's shows no placeholders for extra fields)
         "org_id": "your m3ter Organization id",
         "ingest_url": "https://ingest.m3ter.com",
+        "token_url": "https://api.m3ter.com/oauth/token",
         "console_url": "https://console.m3ter.com",
+        "timeout": "60",
+        "max_retries": "5",
     },
 }
 
 
 def get_provider_info() -> dict[str, Any]:
-    """Describe this provider to Airflow's providers manager (``apache_airflow_provider`` entry point)."""
+    """Describe this provider to Airflow's providers manager (``apache_airflow_provider`` entry point).
+
+    The Providers page links the package name to ``[project.urls] Documentation`` in pyproject.toml
+    (the README); the description is plain text (Airflow strips reST, which left a broken link).
+    """
     return {
         "package-name": "airflow-provider-m3ter",
         "name": "m3ter",
-        "description": "`m3ter <https://www.m3ter.com/>`__: usage-based billing and pricing.",
+        "description": "m3ter, the usage-based billing and pricing platform: hook, operators, sensor, "
+        "trigger and a local m3ter emulator.",
         "versions": [__version__],
         "integrations": [
             {

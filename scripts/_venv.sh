@@ -13,9 +13,15 @@ fi
 stamp="$VENV/.m3ter-installed"
 if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ] || [ "$(cat "$stamp")" != "${M3TER_AIRFLOW:-}" ]; then
   echo "==> installing airflow-provider-m3ter and its test tools into $VENV ${M3TER_AIRFLOW:+with $M3TER_AIRFLOW }(first run takes a few minutes)"
-  "$VENV/bin/python" -m pip install --quiet --upgrade pip
+  # pip's and the build backend's chatter goes to a log, shown only when the install fails
+  log="$VENV/pip-install.log"
   # shellcheck disable=SC2086
-  "$VENV/bin/python" -m pip install --quiet -e "$ROOT[test]" ${M3TER_AIRFLOW:+"$M3TER_AIRFLOW"}
+  if ! { "$VENV/bin/python" -m pip install --quiet --upgrade pip &&
+    "$VENV/bin/python" -m pip install --quiet -e "$ROOT[test]" ${M3TER_AIRFLOW:+"$M3TER_AIRFLOW"}; } >"$log" 2>&1; then
+    tail -n 60 "$log"
+    echo "==> installing failed; the whole log: $log" >&2
+    exit 1
+  fi
   printf '%s' "${M3TER_AIRFLOW:-}" > "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"

@@ -1,6 +1,7 @@
 """Run an example DAG end to end with ``airflow dags test`` in a throwaway AIRFLOW_HOME.
 
-Against the local m3ter emulator (started in this process, served over real HTTP) unless
+The AIRFLOW_HOME is removed on exit; downloaded files stay in ``.demo/output/``. ``--list`` lists
+the example DAGs. Against the local m3ter emulator (started in this process, served over real HTTP) unless
 M3TER_ACCESS_KEY_ID, M3TER_API_SECRET and M3TER_ORG_ID are set, in which case the DAG talks to
 real m3ter (M3TER_API_URL and M3TER_INGEST_URL optional).
 """
@@ -11,11 +12,15 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "example_dags"
+OUTPUT = ROOT / ".demo" / "output"
 DEFAULT_DAG = "example_m3ter_usage_pipeline"
 REAL_VARS = ("M3TER_ACCESS_KEY_ID", "M3TER_API_SECRET", "M3TER_ORG_ID")
 
@@ -48,16 +53,40 @@ def run(cmd: list[str], env: dict[str, str], log: pathlib.Path | None = None) ->
         return subprocess.run(cmd, env=env, stdout=handle, stderr=subprocess.STDOUT, check=False).returncode
 
 
+def example_dag_ids() -> list[str]:
+    """The example DAGs' ids, read from their files (no Airflow import needed)."""
+    ids = (re.findall(r'dag_id="([^"]+)"', path.read_text()) for path in sorted(EXAMPLES.glob("*.py")))
+    return sorted(dag_id for found in ids for dag_id in found)
+
+
 def main(argv: list[str]) -> int:
     dag_id = argv[1] if len(argv) > 1 else DEFAULT_DAG
+    valid = example_dag_ids()
+    if dag_id in ("--list", "-l", "--help", "-h") or dag_id not in valid:
+        if dag_id not in ("--list", "-l", "--help", "-h"):
+            print(f"demo: no example DAG {dag_id!r}.", file=sys.stderr)
+        print("Usage: scripts/demo [dag_id]; the example DAGs:", file=sys.stderr)
+        for name in valid:
+            print(f"  {name}{'  (the default)' if name == DEFAULT_DAG else ''}", file=sys.stderr)
+        return 0 if dag_id in ("--list", "-l", "--help", "-h") else 2
     home = pathlib.Path(tempfile.mkdtemp(prefix="m3ter-demo-airflow-"))
+    try:
+        return run_demo(dag_id, home)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def run_demo(dag_id: str, home: pathlib.Path) -> int:
+    """Run ``dag_id`` with AIRFLOW_HOME ``home`` (which the caller removes)."""
     bin_dir = pathlib.Path(sys.executable).parent
+    output = OUTPUT  # the example DAGs write under <dag id>/<run id>/
+    started = time.time()
     env = dict(
         os.environ,
         AIRFLOW_HOME=str(home),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        AIRFLOW__CORE__DAGS_FOLDER=str(ROOT / "example_dags"),
-        M3TER_DEMO_OUTPUT=str(home / "output"),
+        AIRFLOW__CORE__DAGS_FOLDER=str(EXAMPLES),
+        M3TER_DEMO_OUTPUT=str(output),
     )
     emulator = None
     conn = real_m3ter_connection()
@@ -74,23 +103,24 @@ def main(argv: list[str]) -> int:
         print(f"==> using real m3ter: organization {conn['extra']['org_id']}")
     env["AIRFLOW_CONN_M3TER_DEFAULT"] = json.dumps(conn)
     try:
-        print(f"==> airflow db migrate (AIRFLOW_HOME={home})")
+        print(f"==> airflow db migrate (throwaway AIRFLOW_HOME={home}, removed on exit)")
         if run([str(bin_dir / "airflow"), "db", "migrate"], env, home / "db-migrate.log") != 0:
             print((home / "db-migrate.log").read_text()[-4000:])
             return 1
         print(f"==> airflow dags test {dag_id}")
         code = run([str(bin_dir / "airflow"), "dags", "test", dag_id], env)
-        state = dag_run_state(env, dag_id)
+        state, sent = dag_run_summary(env, dag_id)
         print(f"==> DAG run of {dag_id}: {state}")
+        print(f"==> measurements sent to m3ter by the run's tasks: {sent:,}")
         if emulator is not None:
             stats = emulator.stats()
             print(
                 "==> emulator saw {requests_total} requests, {token_exchanges} token exchange(s), "
-                "{measurements_stored} measurements stored".format(**stats)
+                "{measurements_received} measurements received, {measurements_stored} stored".format(**stats)
             )
-        outputs = sorted((home / "output").glob("**/*")) if (home / "output").exists() else []
+        outputs = sorted(output.glob("**/*")) if output.exists() else []
         for path in outputs:
-            if path.is_file():
+            if path.is_file() and path.stat().st_mtime >= started:  # this run's files
                 print(f"==> output: {path} ({path.stat().st_size:,} bytes)")
         return 0 if code == 0 and state == "success" else 1
     finally:
@@ -98,26 +128,46 @@ def main(argv: list[str]) -> int:
             emulator.stop()
 
 
-#: reads the latest run's state through Airflow's own model (the CLI's flags differ between 2.x and 3.x)
+#: reads the latest run's state and the measurements its tasks sent (their return values' counts)
+#: through Airflow's own models (the CLI's flags differ between 2.x and 3.x)
 _STATE_QUERY = """
-import sys
+import json, sys
 from sqlalchemy import select
 from airflow.models.dagrun import DagRun
 from airflow.utils.session import create_session
+try:
+    from airflow.models.xcom import XComModel as XCom  # Airflow 3
+except ImportError:
+    from airflow.models.xcom import BaseXCom as XCom  # Airflow 2
 with create_session() as session:
     query = select(DagRun).where(DagRun.dag_id == sys.argv[1]).order_by(DagRun.id.desc()).limit(1)
     run = session.scalars(query).first()
     print("STATE=" + (str(getattr(run.state, "value", run.state)) if run else "no run"))
+    sent = 0
+    if run is not None:
+        rows = session.scalars(select(XCom).where(
+            XCom.dag_id == run.dag_id, XCom.run_id == run.run_id, XCom.key == "return_value"))
+        for row in rows:
+            value = row.value
+            if isinstance(value, (bytes, str)):
+                try:
+                    value = json.loads(value)
+                except ValueError:
+                    continue
+            if isinstance(value, dict) and isinstance(value.get("measurements"), int):
+                sent += value["measurements"]
+    print(f"SENT={sent}")
 """
 
 
-def dag_run_state(env: dict[str, str], dag_id: str) -> str:
-    """The state of the latest run of ``dag_id``, read back from the metadata DB."""
+def dag_run_summary(env: dict[str, str], dag_id: str) -> tuple[str, int]:
+    """The state of the latest run of ``dag_id`` and how many measurements it sent, from the metadata DB."""
     out = subprocess.run(
         [sys.executable, "-c", _STATE_QUERY, dag_id], env=env, capture_output=True, text=True, check=False
     )
-    found = re.search(r"^STATE=(.*)$", out.stdout, re.MULTILINE)
-    return found.group(1) if found else "unknown"
+    state = re.search(r"^STATE=(.*)$", out.stdout, re.MULTILINE)
+    sent = re.search(r"^SENT=(\d+)$", out.stdout, re.MULTILINE)
+    return (state.group(1) if state else "unknown"), (int(sent.group(1)) if sent else 0)
 
 
 if __name__ == "__main__":

@@ -69,6 +69,7 @@ def cli_json(stdout: str) -> list:
     return json.loads(stdout[start.start() :])
 
 
+@pytest.mark.e2e
 def test_airflow_cli_lists_the_provider_and_its_connection_type():
     airflow_bin = pathlib.Path(sys.executable).parent / "airflow"
     providers = subprocess.run(
@@ -92,9 +93,62 @@ def test_airflow_cli_lists_the_provider_and_its_connection_type():
 
 
 def test_legacy_form_methods_for_airflow_before_3_2():
+    """Airflow 2.11's form reads these methods: the same labels and help as Airflow 3's conn-fields."""
     pytest.importorskip("wtforms")
+    from wtforms import IntegerField, StringField
+
     widgets = M3terHook.get_connection_form_widgets()
-    assert set(widgets) == {"org_id", "ingest_url", "token_url", "console_url", "timeout", "max_retries"}
+    assert list(widgets) == ["org_id", "ingest_url", "token_url", "console_url", "timeout", "max_retries"]
+    labels = {name: field.args[0] for name, field in widgets.items()}
+    assert labels == {
+        "org_id": "Organization id (required)",
+        "ingest_url": "Ingest Api URL",
+        "token_url": "Token URL",
+        "console_url": "Console URL",
+        "timeout": "Request timeout (seconds)",
+        "max_retries": "Max retries",
+    }
+    # Airflow 2 registers a hook's widgets only when every one is a String/Password/Integer/Boolean field
+    assert {field.field_class for field in widgets.values()} == {StringField, IntegerField}
+    assert widgets["timeout"].field_class is IntegerField
+    for name, field in widgets.items():
+        assert field.kwargs["description"], f"{name} has no help text"
+    assert "Default: 60" in widgets["timeout"].kwargs["description"]
+    assert "Default: 5" in widgets["max_retries"].kwargs["description"]
     behaviour = M3terHook.get_ui_field_behaviour()
-    assert behaviour["relabeling"]["host"] == "API URL"
-    assert "extra" in behaviour["hidden_fields"]
+    assert behaviour["relabeling"] == {"login": "Access Key id", "password": "Api Secret", "host": "Api URL"}
+    assert set(behaviour["hidden_fields"]) == {"schema", "port", "extra"}
+    for name in ("login", "password", "host", "org_id", "ingest_url", "console_url"):
+        assert behaviour["placeholders"][name], name
+
+
+def test_conn_fields_make_the_organization_id_required_in_airflow_3s_form():
+    """Airflow 3's form marks a field required (and blocks Save) when its type excludes null."""
+    fields = get_provider_info()["connection-types"][0]["conn-fields"]
+    org = fields["org_id"]
+    assert org["schema"]["type"] == "string" and org["schema"]["minLength"] >= 1
+    assert org["schema"]["section"], "the Organization id has its own, named section of the form"
+    assert next(iter(fields)) == "org_id", "its section comes first, right under the standard fields"
+    for name, field in fields.items():
+        if name != "org_id":
+            assert "null" in field["schema"]["type"], f"{name} must stay optional"
+            assert "section" not in field["schema"]
+        assert field["description"], f"{name} has no help text"
+        # m3ter's words: "Access Key id", "Api Secret"; the rest follows ("Api URL", not "API URL")
+        assert "API" not in field["label"] + field["description"], field
+    # the 3.x form shows no placeholders for extra fields: the examples are in the help text
+    assert "https://ingest.m3ter.com" in fields["ingest_url"]["description"]
+    assert "https://console.m3ter.com" in fields["console_url"]["description"]
+
+
+def test_providers_page_description_and_documentation_link():
+    """Airflow strips reST from the description (it broke a link); the Providers page links Documentation."""
+    description = get_provider_info()["description"]
+    assert not re.search(r"[`<>_]|https?://", description), description
+    urls = dict(
+        entry.split(", ", 1)
+        for entry in importlib.metadata.metadata("airflow-provider-m3ter").get_all("Project-URL") or []
+    )
+    assert set(urls) >= {"Documentation", "Source", "Changelog"}, urls
+    assert urls["Documentation"].startswith("https://"), urls
+    assert importlib.metadata.metadata("airflow-provider-m3ter")["License-Expression"] == "Apache-2.0"

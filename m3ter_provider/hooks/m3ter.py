@@ -17,7 +17,7 @@ from airflow.providers.common.compat.sdk import BaseHook
 from m3ter_provider import __version__, jobs
 from m3ter_provider._compat import mask_secret
 from m3ter_provider.client import DEFAULT_INGEST_CONCURRENCY, M3terClient
-from m3ter_provider.config import EXTRA_FIELDS, M3terSettings
+from m3ter_provider.config import M3terSettings
 from m3ter_provider.download import download
 from m3ter_provider.errors import M3terError
 from m3ter_provider.jobs import DATA_EXPORT, JobKind, data_export_body
@@ -245,37 +245,37 @@ class M3terHook(BaseHook):
     # ---------------------------------------------------------------- connection form
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
-        """Extra fields of the connection form, for Airflow before 3.2 (3.2+ reads ``conn-fields``)."""
+        """Extra fields of the connection form, for Airflow before 3.2 (3.2+ reads ``conn-fields``).
+
+        Built from the same ``conn-fields`` declaration, so both forms show the same labels and help.
+        The Organization id gets no required validator here: Airflow 2's form validates every
+        connection type's extra fields on each save, so it is marked in its label instead.
+        """
         from wtforms import IntegerField, StringField
         from wtforms.validators import NumberRange, Optional
+
+        from m3ter_provider import _CONN_FIELDS
 
         widget = {}
         if importlib.util.find_spec("flask_appbuilder") is not None:
             from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
 
             widget = {"widget": BS3TextFieldWidget()}
-        labels = {
-            "org_id": "Organization id",
-            "ingest_url": "Ingest API URL",
-            "token_url": "Token URL",
-            "console_url": "Console URL",
-        }
-        fields: dict[str, Any] = {
-            name: StringField(label, description=EXTRA_FIELDS[name], **widget)
-            for name, label in labels.items()
-        }
-        fields["timeout"] = IntegerField(
-            "Request timeout (seconds)",
-            validators=[Optional(), NumberRange(min=1)],
-            description=EXTRA_FIELDS["timeout"],
-            **widget,
-        )
-        fields["max_retries"] = IntegerField(
-            "Max retries",
-            validators=[Optional(), NumberRange(min=0)],
-            description=EXTRA_FIELDS["max_retries"],
-            **widget,
-        )
+        fields: dict[str, Any] = {}
+        for name, spec in _CONN_FIELDS.items():
+            schema = spec["schema"]
+            kinds = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+            label = spec["label"] + ("" if "null" in kinds else " (required)")
+            if "string" in kinds:
+                fields[name] = StringField(label, description=spec["description"], **widget)
+                continue
+            # Airflow 2 accepts only String, Password, Integer and Boolean fields: whole seconds here
+            fields[name] = IntegerField(
+                label,
+                validators=[Optional(), NumberRange(min=schema.get("minimum"))],
+                description=spec["description"],
+                **widget,
+            )
         return fields
 
     @classmethod

@@ -23,6 +23,7 @@ from m3ter_provider.operators._inputs import (
     parse_rendered,
     read_measurements_file,
 )
+from m3ter_provider.operators._lineage import M3terExportLineageMixin, M3terSubmitLineageMixin
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -123,7 +124,7 @@ class M3terOperator(M3terHookMixin, BaseOperator):
         return result
 
 
-class M3terSubmitMeasurementsOperator(BaseOperator):
+class M3terSubmitMeasurementsOperator(M3terSubmitLineageMixin, BaseOperator):
     """Send measurements to m3ter's ingest API, batched within its limits.
 
     Measurements come from ``measurements`` (a list, or an XCom, e.g. ``"{{ ti.xcom_pull('build') }}"``
@@ -187,7 +188,7 @@ class M3terSubmitMeasurementsOperator(BaseOperator):
         return {key: summary[key] for key in ("measurements", "requests", "bytes")}
 
 
-class M3terDataExportOperator(M3terJobOperatorBase):
+class M3terDataExportOperator(M3terExportLineageMixin, M3terJobOperatorBase):
     """Run an ad-hoc m3ter data export, wait for it and optionally download the file.
 
     ``USAGE`` exports need ``export_start_date`` and ``export_end_date`` and take optional ``meter_ids``,

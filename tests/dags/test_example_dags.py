@@ -21,7 +21,10 @@ EXAMPLE_DAG_IDS = {
     "example_m3ter_billing",
     "example_m3ter_hook",
     "example_m3ter_deferrable",
+    "example_m3ter_daily_usage",  # the README's operators example, run by tests/test_readme.py
 }
+#: example DAGs with a schedule (the rest are schedule=None)
+SCHEDULED = {"example_m3ter_daily_usage": "CronDataIntervalTimetable"}
 
 
 def dag_bag(folder: pathlib.Path) -> Any:
@@ -56,9 +59,10 @@ def test_example_dags_import_without_errors_or_deprecation_warnings():
     for dag in bag.dags.values():
         assert set(dag.tags) == {"m3ter", "example"}
         assert dag.catchup is False and dag.start_date is not None
-        assert type(dag.timetable).__name__ == "NullTimetable"  # schedule=None
+        assert type(dag.timetable).__name__ == SCHEDULED.get(dag.dag_id, "NullTimetable")
 
 
+@pytest.mark.e2e
 def test_example_dags_import_with_deprecation_warnings_as_errors():
     """Stricter, in a fresh interpreter: a DeprecationWarning raised by our modules or a DAG file fails.
 
@@ -151,6 +155,7 @@ def console_link_of(run: Any, xcoms: dict, task_id: str) -> str:
     return M3terConsoleLink().get_link(None, ti_key=ti.key)  # pragma: no cover
 
 
+@pytest.mark.e2e
 def test_usage_pipeline_runs_end_to_end(emulator):
     run, xcoms = run_example("example_m3ter_usage_pipeline")
     stats = emulator.stats()
@@ -170,6 +175,7 @@ def test_usage_pipeline_runs_end_to_end(emulator):
     assert emulator.api_secret not in stored and M3terHook().get_token() not in stored
 
 
+@pytest.mark.e2e
 def test_usage_pipeline_rerun_counts_measurements_per_run(emulator):
     run_example("example_m3ter_usage_pipeline")
     run_example("example_m3ter_usage_pipeline")  # a second run: new measurements, new uids
@@ -177,6 +183,7 @@ def test_usage_pipeline_rerun_counts_measurements_per_run(emulator):
     assert len(emulator.entities("accounts")) == 1 and len(emulator.entities("meters")) == 1
 
 
+@pytest.mark.e2e
 def test_billing_runs_end_to_end(emulator):
     _, xcoms = run_example("example_m3ter_billing")
     bill_job = xcoms[("run_bill_job", "return_value")]
@@ -188,6 +195,7 @@ def test_billing_runs_end_to_end(emulator):
     assert len(stored) == 1
 
 
+@pytest.mark.e2e
 def test_hook_dag_runs_end_to_end(emulator):
     emulator.seed("accounts", [{"code": "existing", "name": "Existing", "emailAddress": "e@example.com"}])
     _, xcoms = run_example("example_m3ter_hook")
@@ -197,6 +205,7 @@ def test_hook_dag_runs_end_to_end(emulator):
     assert sorted(a["code"] for a in emulator.entities("accounts")) == sorted(["existing", created["code"]])
 
 
+@pytest.mark.e2e
 def test_deferrable_dag_runs_end_to_end_through_the_triggers(emulator, monkeypatch):
     from m3ter_provider.triggers.m3ter import M3terJobTrigger
 

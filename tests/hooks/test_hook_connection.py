@@ -73,6 +73,7 @@ def test_repr_holds_no_secret(monkeypatch):
         assert "repr-secret-value" not in text
 
 
+@pytest.mark.e2e  # uses the migrated metadata DB (airflow db migrate in a subprocess)
 def test_connection_from_the_metadata_db_inside_a_task(airflow_db, m3ter_emulator):
     """Airflow 3 tasks read connections through the execution API, backed by the metadata DB."""
     from airflow.models import Connection

@@ -89,6 +89,7 @@ def test_a_cancelled_bill_job_fails_the_sensor(emu):
         wait.execute(make_context(wait))
 
 
+@pytest.mark.e2e  # uses the migrated metadata DB (airflow db migrate in a subprocess)
 def test_reschedule_mode_gives_the_slot_back_between_pokes(emu, airflow_db):  # Airflow 2 asks its DB
     job_id = start_export()
     wait = sensor("dataexport", job_id, mode="reschedule", poke_interval=5)

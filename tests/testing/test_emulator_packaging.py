@@ -104,7 +104,7 @@ def test_cli_serves_until_terminated() -> None:
 
 def test_cli_defaults() -> None:
     args = build_parser().parse_args([])
-    assert (args.host, args.port, args.org_id, args.job_duration) == ("127.0.0.1", 8080, "emulator-org", 1.0)
+    assert (args.host, args.port, args.org_id, args.job_duration) == ("127.0.0.1", 8765, "emulator-org", 1.0)
     assert args.token_expires_in == 18000 and not args.verbose
 
 
