@@ -23,7 +23,12 @@ from .store import EntityStore
 
 
 class EmulatorApp:
-    """Everything the emulator knows, behind one lock; ``handle`` answers one request."""
+    """Everything the emulator knows; ``handle`` answers one request.
+
+    ``lock`` guards the shared state (store, measurements, jobs, stats, tokens, faults), not request
+    handling: bodies are decoded and validated before it is taken, and the measurements handler
+    holds it only while it records a validated batch, so concurrent ingest requests overlap.
+    """
 
     def __init__(
         self,
@@ -83,18 +88,25 @@ class EmulatorApp:
                 with self.lock:
                     self.stats.count_status(route.key, "dropped" if fault.drop else response.status)
                 return response
-        with self.lock:
-            try:
-                self.jobs.advance()
-                if route.auth:
+        try:
+            if route.auth:
+                with self.lock:
                     self._authorize(req)
-                response = route.handler(req)
-            except ApiError as error:
-                response = error_response(error.status, error.message, error.headers)
-            except Exception as error:  # a bug in the emulator: say so, loudly
-                traceback.print_exc(file=sys.stderr)
-                response = error_response(500, f"m3ter emulator internal error: {error!r}")
-            if route.counted:
+            if route.locked and req.body and req.method in ("POST", "PUT"):
+                req.parse_body()  # decoding is the costly part: do it before taking the lock
+            if route.locked:
+                with self.lock:
+                    self.jobs.advance()
+                    response = route.handler(req)
+            else:
+                response = route.handler(req)  # takes the lock itself around shared state
+        except ApiError as error:
+            response = error_response(error.status, error.message, error.headers)
+        except Exception as error:  # a bug in the emulator: say so, loudly
+            traceback.print_exc(file=sys.stderr)
+            response = error_response(500, f"m3ter emulator internal error: {error!r}")
+        if route.counted:
+            with self.lock:
                 self.stats.count_status(route.key, response.status)
         return response
 

@@ -93,8 +93,11 @@ class MeasurementLog:
         self.uids.clear()
         self.duplicates = 0
 
-    def add(self, items: list[dict]) -> int:
-        """Store valid ``items`` (de-duplicated by uid); return how many were stored."""
+    def add(self, items: list[dict], *, owned: bool = False) -> int:
+        """Store valid ``items`` (de-duplicated by uid); return how many were stored.
+
+        :param owned: the caller hands the items over (freshly decoded): store them without copying.
+        """
         stored = 0
         for item in items:
             uid = item.get("uid")
@@ -103,7 +106,7 @@ class MeasurementLog:
                     self.duplicates += 1
                     continue
                 self.uids.add(uid)
-            self.items.append(copy.deepcopy(item))
+            self.items.append(item if owned else copy.deepcopy(item))
             if self._on_account_code is not None:
                 self._on_account_code(item["account"])
             stored += 1
