@@ -9,6 +9,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from m3ter_provider.testing.spec import SPEC_FILE
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SPEC_ENV = "M3TER_OPENAPI_SPEC"
 IGNORED_KEYWORDS = {
@@ -25,8 +27,8 @@ IGNORED_KEYWORDS = {
 
 
 def find_spec() -> Path | None:
-    """The m3ter OpenAPI spec: $M3TER_OPENAPI_SPEC, else ``<repo>/../shared/m3ter-openapi.json``."""
-    candidates = [os.environ.get(SPEC_ENV), REPO_ROOT.parent / "shared" / "m3ter-openapi.json"]
+    """The m3ter OpenAPI spec: $M3TER_OPENAPI_SPEC, else the copy shipped in the package."""
+    candidates = [os.environ.get(SPEC_ENV), SPEC_FILE]
     for candidate in candidates:
         if candidate and Path(candidate).is_file():
             return Path(candidate)

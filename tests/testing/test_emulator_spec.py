@@ -1,7 +1,7 @@
 """Spec conformance: every emulated operation exists in m3ter's OpenAPI spec and answers its schemas.
 
-The spec is found at ``$M3TER_OPENAPI_SPEC`` or ``<repo>/../shared/m3ter-openapi.json``; the tests
-skip (saying so) only when neither exists.
+The spec is the copy shipped in the package (``m3ter_provider/testing/m3ter-openapi.json``) unless
+``$M3TER_OPENAPI_SPEC`` names another; a missing spec fails these tests (it never skips them).
 """
 
 from __future__ import annotations
@@ -318,14 +318,27 @@ def _run_job_scenarios(emu: M3terEmulator, api: Api) -> None:
 def test_spec_location(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     from tests.testing import openapi
 
-    monkeypatch.setattr(openapi, "REPO_ROOT", tmp_path / "repo")
+    monkeypatch.delenv(openapi.SPEC_ENV, raising=False)
+    assert openapi.find_spec() == openapi.SPEC_FILE
     monkeypatch.setenv(openapi.SPEC_ENV, str(tmp_path / "missing.json"))
-    assert openapi.find_spec() is None
-    (tmp_path / "shared").mkdir()
-    beside = tmp_path / "shared" / "m3ter-openapi.json"
-    beside.write_text("{}")
-    assert openapi.find_spec() == beside
+    assert openapi.find_spec() == openapi.SPEC_FILE
     explicit = tmp_path / "spec.json"
     explicit.write_text("{}")
     monkeypatch.setenv(openapi.SPEC_ENV, str(explicit))
     assert openapi.find_spec() == explicit
+    monkeypatch.setattr(openapi, "SPEC_FILE", tmp_path / "not-shipped.json")
+    monkeypatch.setenv(openapi.SPEC_ENV, str(tmp_path / "missing.json"))
+    assert openapi.find_spec() is None
+
+
+def test_the_spec_ships_as_package_data_with_its_checksum() -> None:
+    import hashlib
+    import re
+
+    from m3ter_provider.testing.spec import SPEC_FILE
+
+    digest = hashlib.sha256(SPEC_FILE.read_bytes()).hexdigest()
+    readme = SPEC_FILE.with_name("README.md").read_text()
+    assert re.search(r"sha256: `([0-9a-f]{64})`", readme).group(1) == digest
+    pyproject = (SPEC_FILE.parents[2] / "pyproject.toml").read_text()
+    assert '"testing/m3ter-openapi.json"' in pyproject
