@@ -14,6 +14,8 @@ MAX_MEASUREMENTS = 1000
 MAX_UID_LENGTH = 50
 STRING_MAPS = ("who", "where", "what", "other", "metadata")
 NUMBER_MAPS = ("measure", "cost", "income")
+FIELDS = frozenset(("uid", "account", "meter", "ts", "ets", *STRING_MAPS, *NUMBER_MAPS))
+"""The MeasurementRequest schema's properties: other keys are ignored (not stored, not exported)."""
 
 
 def check_size(body: bytes) -> None:
@@ -44,6 +46,9 @@ def validate(items: list) -> None:
         problem = measurement_problem(item)
         if problem:
             raise ApiError(400, f"measurements[{index}].{problem}")
+        if not item.keys() <= FIELDS:
+            for key in item.keys() - FIELDS:
+                del item[key]
 
 
 def measurement_problem(item: object) -> str | None:

@@ -8,6 +8,7 @@ import pytest
 
 from m3ter_provider.testing import M3terEmulator
 from m3ter_provider.testing.store import COLLECTIONS, DEFAULT_PAGE_SIZE
+from tests.testing.test_emulator_spec import VALID_BODIES
 
 if TYPE_CHECKING:
     from tests.testing.helpers import Api
@@ -78,15 +79,15 @@ def test_invalid_body_code_and_duplicate_code(api: Api) -> None:
 
 def test_unknown_ids_answer_404(api: Api) -> None:
     for method in ("get", "put", "delete"):
-        response = getattr(api, method)("products/00000000-0000-0000-0000-000000000000", json={})
+        body = {"code": "p", "name": "P", "version": 1}  # valid, so the unknown id is what fails
+        response = getattr(api, method)("products/00000000-0000-0000-0000-000000000000", json=body)
         assert response.status_code == 404, method
         assert response.json()["message"]
 
 
 def test_every_collection_round_trips(emu: M3terEmulator, api: Api) -> None:
-    for name, spec in COLLECTIONS.items():
-        body = {field: f"{field}-value" for field in spec.required}
-        body["code"] = f"{name}_code"
+    for name in COLLECTIONS:
+        body = {**VALID_BODIES[name], **({"code": f"{name}_code"} if "code" in VALID_BODIES[name] else {})}
         created = api.post(name, json=body)
         assert created.status_code == 200, (name, created.text)
         entity_id = created.json()["id"]
