@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING
 from . import files
 from .common import ApiError, iso, parse_date, utcnow
 from .jobs import Job
+from .relations import predicate_filter
 from .routing import Request, Response, Router, json_response
+from .search import search
 from .store import PAGE_SIZE_MAXIMA, filter_rows, paginate, query_value
 
 if TYPE_CHECKING:
@@ -37,6 +39,7 @@ def register(router: Router, app: EmulatorApp) -> None:
     router.add("GET", f"{BILL_JOBS}/{{id}}", partial(get_bill_job, app))
     router.add("POST", f"{BILL_JOBS}/{{id}}/cancel", partial(cancel_bill_job, app))
     router.add("GET", BILLS, partial(list_bills, app))
+    router.add("GET", f"{BILLS}/search", lambda req: json_response(search(app.store.all("bills"), req.query)))
     router.add("GET", f"{BILLS}/{{id}}", partial(get_bill, app))
     router.add("DELETE", f"{BILLS}/{{id}}", partial(delete_bill, app))
     router.add("POST", STATEMENT_JOBS, partial(create_statement_job, app))
@@ -164,10 +167,13 @@ def _midnight(day: date) -> datetime:
 
 # -- bills ------------------------------------------------------------------------------------
 def list_bills(app: EmulatorApp, req: Request) -> Response:
-    """``GET /bills``: filters ids, accountId, billJobId, status, locked; ``excludeLineItems``."""
+    """``GET /bills``: the spec's filters (ids, accountId, billJobId, status, locked, billingFrequency,
+    billDate, billDateStart/End, externalInvoiceDateStart/End); ``excludeLineItems``."""
     filters = {"ids": "id", "accountId": "accountId", "billJobId": "billJobId", "status": "status",
-               "locked": "locked"}  # fmt: skip
-    rows = filter_rows(app.store.rows("bills"), req.query, filters)
+               "locked": "locked", "billingFrequency": "billingFrequency"}  # fmt: skip
+    rows = predicate_filter(
+        app.store, "bills", filter_rows(app.store.rows("bills"), req.query, filters), req.query
+    )
     page = paginate(rows, req.query, PAGE_SIZE_MAXIMA[BILLS])
     if (query_value(req.query, "excludeLineItems") or "").lower() == "true":
         for bill in page["data"]:

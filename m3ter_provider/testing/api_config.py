@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from . import measurements as ingest
 from .common import ApiError
 from .routing import Request, Response, Router, json_response
+from .search import search
 from .store import COLLECTIONS
 
 if TYPE_CHECKING:
@@ -19,6 +20,8 @@ ORG = "/organizations/{orgId}"
 def register(router: Router, app: EmulatorApp) -> None:
     """Add the token, config-entity, organization and measurements routes."""
     router.add("POST", "/oauth/token", partial(token, app), auth=False)
+    for name in ("accounts", "commitments"):
+        router.add("GET", f"{ORG}/{name}/search", partial(search_entities, app, name))
     for name in COLLECTIONS:
         router.add("GET", f"{ORG}/{name}", partial(list_entities, app, name))
         router.add("POST", f"{ORG}/{name}", partial(create_entity, app, name))
@@ -44,6 +47,11 @@ def token(app: EmulatorApp, req: Request) -> Response:
 def list_entities(app: EmulatorApp, name: str, req: Request) -> Response:
     """``GET`` a collection: one page."""
     return json_response(app.store.list(name, req.query))
+
+
+def search_entities(app: EmulatorApp, name: str, req: Request) -> Response:
+    """``GET /{accounts|commitments}/search``: searchQuery, operator, sortBy/sortOrder, fromDocument."""
+    return json_response(search(app.store.all(name), req.query))
 
 
 def create_entity(app: EmulatorApp, name: str, req: Request) -> Response:

@@ -96,9 +96,9 @@ def get_export(app: EmulatorApp, req: Request) -> Response:
 
 
 def list_exports(app: EmulatorApp, req: Request) -> Response:
-    """``GET /dataexports/jobs``: filters ids, status, dateCreatedStart/End."""
+    """``GET /dataexports/jobs``: filters ids, status, scheduleId, dateCreatedStart/End."""
     rows = [(job.seq, export_view(app, job)) for job in app.jobs.of_kind("dataexport")]
-    rows = list(filter_rows(rows, req.query, {"ids": "id", "status": "status"}))
+    rows = list(filter_rows(rows, req.query, {"ids": "id", "status": "status", "scheduleId": "scheduleId"}))
     rows = _created_between(rows, req, "dateCreated")
     return json_response(paginate(rows, req.query, PAGE_SIZE_MAXIMA[EXPORT_JOBS]))
 

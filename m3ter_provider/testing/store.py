@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from .common import ApiError, code_problem, iso, new_id, utcnow
+from .relations import check_delete, check_references, derived_fields, predicate_filter
 
 DEFAULT_PAGE_SIZE = 10
 """pageSize when the request has none (the spec only documents 10 for search endpoints)."""
@@ -241,7 +242,7 @@ class EntityStore:
         """Validate ``body`` against the collection's rules and store it (``POST`` collection)."""
         spec = COLLECTIONS[collection]
         data = self._validated(spec, body, None)
-        return self.insert(collection, data)
+        return self.insert(collection, {**data, **derived_fields(self, collection, data)})
 
     def update(self, collection: str, entity_id: str, body: object) -> dict:
         """Replace an entity (``PUT``): ``version`` must match the stored one; it then goes up by 1."""
@@ -267,6 +268,7 @@ class EntityStore:
                 **kept,
                 "version": version + 1,
                 **{k: copy.deepcopy(v) for k, v in data.items() if k not in SYSTEM_FIELDS},
+                **derived_fields(self, collection, data),
                 "lastModifiedBy": self.actor,
                 "dtLastModified": iso(utcnow()),
             }
@@ -279,6 +281,7 @@ class EntityStore:
         table = self._tables.get(collection, {})
         if entity_id not in table:
             raise ApiError(404, f"{_singular(collection)} with id {entity_id!r} not found")
+        check_delete(self, collection, entity_id)
         item = table.pop(entity_id)[1]
         self._unindex_code(collection, item)
         return item
@@ -286,7 +289,14 @@ class EntityStore:
     def list(self, collection: str, query: dict[str, list[str]]) -> dict:
         """One page of a collection, filtered by the spec's filters."""
         spec = COLLECTIONS[collection]
-        return paginate(filter_rows(self.rows(collection), query, spec.filters), query, spec.max_page_size)
+        rows = predicate_filter(
+            self, collection, filter_rows(self.rows(collection), query, spec.filters), query
+        )
+        return paginate(rows, query, spec.max_page_size)
+
+    def singular(self, collection: str) -> str:
+        """m3ter's name for one entity of ``collection`` (e.g. "PlanTemplate")."""
+        return _singular(collection)
 
     def _validated(self, spec: CollectionSpec, body: object, entity_id: str | None) -> dict:
         if not isinstance(body, dict):
@@ -306,6 +316,7 @@ class EntityStore:
         name = body.get("name")
         if name is not None and (not isinstance(name, str) or len(name) > 200):
             raise ApiError(400, "name must be a string of at most 200 characters")
+        check_references(self, spec.name, body)
         return body
 
 

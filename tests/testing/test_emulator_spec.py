@@ -196,9 +196,28 @@ def test_token_endpoint_conforms(emu: M3terEmulator, checked: Checked) -> None:
     assert checked.statuses("POST", "/oauth/token") == {200, 400, 401}
 
 
+REFERENCE_FIELDS = {"accountId": "accounts", "productId": "products", "meterId": "meters",
+                    "planTemplateId": "plantemplates", "planId": "plans"}  # fmt: skip
+
+
+def related_bodies(api: Api) -> dict[str, dict]:
+    """VALID_BODIES with their reference fields pointing at entities created here (m3ter checks them)."""
+    ids: dict[str, str] = {}
+    for name in ("accounts", "products", "meters", "plantemplates", "plans"):
+        body = {k: ids.get(REFERENCE_FIELDS.get(k, ""), v) for k, v in VALID_BODIES[name].items()}
+        body["code"] = f"{body['code']}_ref"
+        created = api.post(name, json=body)
+        assert created.status_code == 200, created.text
+        ids[name] = created.json()["id"]
+    return {
+        name: {k: ids.get(REFERENCE_FIELDS.get(k, ""), v) for k, v in body.items()}
+        for name, body in VALID_BODIES.items()
+    }
+
+
 def test_config_api_conforms(emu: M3terEmulator, checked_api: Api, checked: Checked) -> None:
     api = checked_api
-    for name, body in VALID_BODIES.items():
+    for name, body in related_bodies(api).items():
         created = api.post(name, json=body)
         assert created.status_code == 200, (name, created.text)
         entity = created.json()
@@ -219,6 +238,10 @@ def test_config_api_conforms(emu: M3terEmulator, checked_api: Api, checked: Chec
         assert api.delete(f"{name}/{entity['id']}").status_code == 200
     assert api.get("organizationconfig").status_code == 200
     assert api.get("users/me").status_code == 200
+    for name in ("accounts", "commitments", "bills"):
+        assert api.get(f"{name}/search", params={"pageSize": 1}).status_code == 200
+    searched = api.get("accounts/search", params={"searchQuery": "code~acme", "pageSize": 1}).json()
+    assert searched["data"] and searched["nextToken"] == "1"
     unauthorized = requests.Session()
     unauthorized.hooks["response"].append(checked)
     assert unauthorized.get(api.url("accounts")).status_code == 403
