@@ -96,6 +96,6 @@ def submit_measurements(app: EmulatorApp, req: Request) -> Response:
             app.stats.measurement_requests += 1
             app.stats.count_measurement_body(size, len(items))
     with app.lock:
-        app.measurements.add(items, owned=True)
+        app.ingest(items, owned=True)
         app.stats.measurements_received += len(items)
     return json_response({"result": "accepted"})

@@ -226,7 +226,7 @@ def finish_upload(app: EmulatorApp, job: Job) -> None:
         job.result.update(totalRows=0, processedRows=0, failedRows=0)
         return
     valid = [item for item in items if measurement_problem(item) is None]
-    app.measurements.add(valid)
+    app.ingest(valid)
     job.result.update(totalRows=len(items), processedRows=len(valid), failedRows=len(items) - len(valid))
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable
 
 from .common import ApiError, code_problem, parse_datetime
 
@@ -86,8 +85,7 @@ def measurement_problem(item: object) -> str | None:
 class MeasurementLog:
     """Accepted measurements in arrival order; a uid seen before is not stored again."""
 
-    def __init__(self, on_account_code: Callable[[str], None] | None = None) -> None:
-        self._on_account_code = on_account_code
+    def __init__(self) -> None:
         self.items: list[dict] = []
         self.uids: set[str] = set()
         self.duplicates = 0
@@ -112,7 +110,5 @@ class MeasurementLog:
                     continue
                 self.uids.add(uid)
             self.items.append(item if owned else copy.deepcopy(item))
-            if self._on_account_code is not None:
-                self._on_account_code(item["account"])
             stored += 1
         return stored

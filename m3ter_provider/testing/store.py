@@ -130,11 +130,11 @@ def paginate(rows: Iterable[tuple[int, dict]], query: dict[str, list[str]], maxi
         if not 1 <= page_size <= maximum:
             raise ApiError(400, f"pageSize: must be between 1 and {maximum}, got {page_size}")
     token = query_value(query, "nextToken")
-    after = _decode_token(token) if token is not None else -1
+    after = _decode_token(token) if token is not None else None
     page: list[tuple[int, dict]] = []
     more = False
     for seq, item in rows:
-        if seq <= after:
+        if after is not None and seq <= after:
             continue
         if len(page) == page_size:
             more = True

@@ -10,7 +10,12 @@ import requests
 
 from m3ter_provider.testing import M3terEmulator
 from m3ter_provider.testing import measurements as ingest
-from tests.testing.helpers import Api
+from tests.testing.helpers import Api, know_meters
+
+
+@pytest.fixture(autouse=True)
+def _known_meters(emu: M3terEmulator) -> None:
+    know_meters(emu, "api_calls")
 
 
 def _batch(start: int, count: int) -> dict:

@@ -336,6 +336,26 @@ def _run_job_scenarios(emu: M3terEmulator, api: Api) -> None:
     assert api.get("fileuploads/measurements/jobs").status_code == 200
     assert api.post("fileuploads/measurements/generateUploadUrl", json={}).status_code == 400
     assert api.delete(f"bills/{bill_id}").status_code == 200
+    _run_event_scenario(api)
+
+
+def _run_event_scenario(api: Api) -> None:
+    """A measurement for an unknown Meter: accepted, then an ingest.validation.failure Event."""
+    bad = dict(MEASUREMENT, uid="no-such-meter", meter="no_such_meter")
+    assert api.post("measurements", json={"measurements": [bad]}).status_code == 200
+    failures = {"eventName": "ingest.validation.failure", "pageSize": 100}
+    event = next(
+        e for e in api.get("events", params=failures).json()["data"]
+        if e["m3terEvent"]["eventData"]["uid"] == "no-such-meter"
+    )  # fmt: skip
+    assert api.get(f"events/{event['id']}").status_code == 200
+    assert api.get(f"events/{ID36}").status_code == 404
+    assert "ingest.validation.failure" in api.get("events/types").json()["events"]
+    assert api.get("events/fields", params={"eventName": "ingest.validation.failure"}).status_code == 200
+    file = event["m3terEvent"]["eventData"]["file"]
+    url = api.get("measurements/failedIngest/getDownloadUrl", params={"file": file}).json()["url"]
+    assert requests.get(url, timeout=5).json()["errorType"] == "UndefinedMeter"
+    assert api.get("measurements/failedIngest/getDownloadUrl", params={"file": "nope"}).status_code == 404
 
 
 def test_spec_location(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:

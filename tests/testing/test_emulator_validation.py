@@ -9,11 +9,17 @@ import pytest
 from m3ter_provider.testing import M3terEmulator
 from m3ter_provider.testing.common import ApiError
 from m3ter_provider.testing.spec import clean, load_spec, resolve
+from tests.testing.helpers import know_meters
 
 if TYPE_CHECKING:
     from tests.testing.helpers import Api
 
 ACCOUNT = {"code": "acme", "name": "Acme", "emailAddress": "billing@acme.test"}
+
+
+@pytest.fixture(autouse=True)
+def _known_meters(emu: M3terEmulator) -> None:
+    know_meters(emu, "m")
 
 
 def _message(response) -> str:
