@@ -8,7 +8,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from . import files
-from .common import ApiError, iso, parse_date, utcnow
+from .common import ApiError, iso, new_id, parse_date, parse_datetime, utcnow
 from .jobs import Job
 from .relations import predicate_filter
 from .routing import Request, Response, Router, json_response
@@ -134,6 +134,7 @@ def _new_bill(app: EmulatorApp, job: Job, account: dict) -> dict:
     end = bill_date
     start = (end - timedelta(days=1)).replace(day=1)
     now = iso(utcnow())
+    currency = req.get("targetCurrency") or account.get("currency") or app.org_config["currency"]
     due = parse_date(req.get("dueDate")) or bill_date + timedelta(days=app.org_config["daysBeforeBillDue"])
     return {
         "accountId": account["id"],
@@ -148,10 +149,10 @@ def _new_bill(app: EmulatorApp, job: Job, account: dict) -> dict:
         "billingFrequency": req.get("billingFrequency", "MONTHLY"),
         "billFrequencyInterval": req.get("billFrequencyInterval", 1),
         "timezone": req.get("timezone", "UTC"),
-        "currency": req.get("targetCurrency") or account.get("currency") or app.org_config["currency"],
+        "currency": currency,
         "status": "PENDING",
         "locked": False,
-        "lineItems": [],
+        "lineItems": usage_line_items(app, account, start, end, currency),
         "billTotal": 0,
         "jsonStatementGenerated": False,
         "csvStatementGenerated": False,
@@ -159,6 +160,29 @@ def _new_bill(app: EmulatorApp, job: Job, account: dict) -> dict:
         "createdDate": now,
         "lastCalculatedDate": now,
     }
+
+
+def usage_line_items(app: EmulatorApp, account: dict, start: date, end: date, currency: str) -> list[dict]:
+    """One USAGE line item per Meter the Account's stored measurements in [start, end) used:
+    ``quantity`` is the number of measurements (the emulator prices nothing: subtotals are 0)."""
+    counts: dict[str, int] = {}
+    low, high = _midnight(start), _midnight(end)
+    for item in app.measurements.items:
+        ts = parse_datetime(item["ts"])
+        if item["account"] == account.get("code") and ts is not None and low <= ts < high:
+            counts[item["meter"]] = counts.get(item["meter"], 0) + 1
+    items = []
+    for code, count in counts.items():
+        meter = app.store.find_by_code("meters", code) or {}
+        items.append({
+            "id": new_id(), "lineItemType": "USAGE", "description": f"{code} usage",
+            "quantity": count, "units": count, "unit": "measurements", "subtotal": 0,
+            "convertedSubtotal": 0, "conversionRate": 1, "averageUnitPrice": 0, "currency": currency,
+            "servicePeriodStartDate": iso(low), "servicePeriodEndDate": iso(high),
+            **({"meterId": meter["id"]} if "id" in meter else {}),
+            **({"productId": meter["productId"]} if meter.get("productId") else {}),
+        })  # fmt: skip
+    return items
 
 
 def _midnight(day: date) -> datetime:

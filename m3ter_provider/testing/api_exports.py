@@ -125,8 +125,8 @@ def finish_export(app: EmulatorApp, job: Job) -> None:
             app.measurements.items,
             parse_datetime(body["startDate"]),
             parse_datetime(body["endDate"]),
-            _codes(app, "accounts", body.get("accountIds")),
-            _codes(app, "meters", body.get("meterIds")),
+            codes_of(app, "accounts", body.get("accountIds")),
+            codes_of(app, "meters", body.get("meterIds")),
         )
     else:
         since = parse_datetime(body.get("startDate"))
@@ -143,7 +143,7 @@ def finish_export(app: EmulatorApp, job: Job) -> None:
     job.result["rows"] = len(rows)
 
 
-def _codes(app: EmulatorApp, collection: str, ids: list[str] | None) -> set[str] | None:
+def codes_of(app: EmulatorApp, collection: str, ids: list[str] | None) -> set[str] | None:
     """Account/meter ids -> their codes (measurements carry codes); unknown ids match nothing."""
     if not ids:
         return None

@@ -11,7 +11,7 @@ import time
 import traceback
 from collections.abc import Callable
 
-from . import api_billing, api_config, api_control, api_events, api_exports
+from . import api_billing, api_config, api_control, api_events, api_exports, api_finance
 from .auth import TokenIssuer, service_user_id
 from .common import ApiError, iso, utcnow
 from .control import FaultBook, Stats
@@ -66,6 +66,7 @@ class EmulatorApp:
         api_exports.register(self.router, self)
         api_billing.register(self.router, self)
         api_events.register(self.router, self)
+        api_finance.register(self.router, self)
 
     # -- dispatch ---------------------------------------------------------------------------
     def handle(self, req: Request) -> Response:

@@ -33,6 +33,9 @@ REFERENCES: dict[str, dict[str, str]] = {
     "commitments": {"accountId": "accounts", "contractId": "contracts", "productIds": "products",
                     "billingPlanId": "plans"},
     "plangroups": {"accountId": "accounts"},
+    "balances": {"accountId": "accounts", "contractId": "contracts", "productIds": "products"},
+    "dataexports/schedules": {"destinationIds": "dataexports/destinations", "meterIds": "meters",
+                              "accountIds": "accounts"},
 }  # fmt: skip
 
 # collection -> (referring collection, its field): deleting a referred-to entity is refused
@@ -156,6 +159,7 @@ PREDICATES: dict[str, dict[str, Predicate]] = {
     "commitments": {"date": active_on(), "productId": contains("productIds"),
                     "endDateStart": on_or_after("endDate"), "endDateEnd": before("endDate")},
     "plans": {"productId": lambda s, item, n, v: item.get("productId") == v},
+    "balances": {"endDateStart": on_or_after("endDate"), "endDateEnd": before("endDate")},
     "bills": {"billDate": same_day("billDate"), "billDateStart": on_or_after("billDate"),
               "billDateEnd": before("billDate"),
               "externalInvoiceDateStart": on_or_after("externalInvoiceDate"),

@@ -30,10 +30,11 @@ class CollectionSpec:
 
 
 def _spec(
-    name: str, max_page: int, required: str, filters: str = "", unique_code: bool = False
+    name: str, max_page: int, required: str, filters: str = "", unique_code: bool = False, ids: bool = True
 ) -> CollectionSpec:
     pairs = (item.split("=") if "=" in item else (item, item) for item in filters.split())
-    return CollectionSpec(name, max_page, tuple(required.split()), {"ids": "id", **dict(pairs)}, unique_code)
+    by_id = {"ids": "id"} if ids else {}
+    return CollectionSpec(name, max_page, tuple(required.split()), {**by_id, **dict(pairs)}, unique_code)
 
 
 # Required fields are the *Request schema's, maxima the list operation's pageSize maximum
@@ -74,6 +75,17 @@ COLLECTIONS: dict[str, CollectionSpec] = {
         _spec("counters", 200, "name unit", "codes=code productId", unique_code=True),
         _spec("commitments", 100, "accountId amount currency endDate startDate", "accountId contractId"),
         _spec("plangroups", 200, "currency name", "accountId", unique_code=True),
+        _spec(
+            "balances",
+            100,
+            "accountId code currency endDate name startDate",
+            "accountId contractId contract=contractId",
+        ),
+        _spec("statementdefinitions", 100, "aggregationFrequency", ids=False),
+        _spec("picklists/currency", 100, "name", "codes=code archived", unique_code=True),
+        _spec("picklists/transactiontypes", 100, "name", "codes=code archived", unique_code=True),
+        _spec("dataexports/destinations", 200, ""),  # S3 or GCS: the spec's anyOf checks each
+        _spec("dataexports/schedules", 100, ""),  # USAGE or OPERATIONAL: likewise
     )
 }
 
@@ -328,5 +340,11 @@ def _singular(collection: str) -> str:
         "plangroups": "PlanGroup",
         "billjobs": "BillJob",
         "statementjobs": "StatementJob",
+        "statementdefinitions": "StatementDefinition",
+        "picklists/currency": "Currency",
+        "picklists/transactiontypes": "TransactionType",
+        "dataexports/destinations": "Destination",
+        "dataexports/schedules": "Schedule",
+        "balancetransactions": "BalanceTransaction",
     }
     return names.get(collection, collection[:-1].capitalize())

@@ -88,7 +88,10 @@ def test_unknown_ids_answer_404(api: Api) -> None:
 def test_every_collection_round_trips(emu: M3terEmulator, api: Api) -> None:
     bodies = related_bodies(api)
     for name in COLLECTIONS:
-        body = {**bodies[name], **({"code": f"{name}_code"} if "code" in bodies[name] else {})}
+        body = {
+            **bodies[name],
+            **({"code": f"{name.replace('/', '_')}_code"} if "code" in bodies[name] else {}),
+        }
         created = api.post(name, json=body)
         assert created.status_code == 200, (name, created.text)
         entity_id = created.json()["id"]

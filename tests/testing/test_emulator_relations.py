@@ -49,6 +49,9 @@ def test_unknown_references_answer_400_naming_the_field(api: Api) -> None:
         ("accountplans", {"accountId": ID36, "startDate": "2024-01-01T00:00:00Z"}, "accountId"),
         ("contracts", {"accountId": ID36, "name": "C", "startDate": "2024-01-01", "endDate": "2025-01-01"},
          "accountId"),
+        ("dataexports/schedules", {"sourceType": "OPERATIONAL", "code": "s", "name": "S",
+                                   "operationalDataTypes": ["BILLS"], "destinationIds": [ID36]},
+         "destinationIds"),
     ):  # fmt: skip
         response = api.post(path, json=body)
         assert response.status_code == 400, (path, response.text)

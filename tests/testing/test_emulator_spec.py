@@ -75,13 +75,27 @@ VALID_BODIES: dict[str, dict] = {
         "endDate": "2025-01-01",
     },
     "plangroups": {"code": "bundle", "name": "Bundle", "currency": "USD"},
-}
+    "balances": {"accountId": ID36, "code": "prepaid", "name": "Prepaid", "currency": "USD",
+                 "startDate": "2024-01-01T00:00:00Z", "endDate": "2025-01-01T00:00:00Z"},
+    "statementdefinitions": {"name": "Monthly", "aggregationFrequency": "MONTH"},
+    "picklists/currency": {"code": "EUR", "name": "Euro", "maxDecimalPlaces": 2},
+    "picklists/transactiontypes": {"code": "topup", "name": "Top-up"},
+    "dataexports/destinations": {"destinationType": "S3", "code": "lake", "name": "Lake",
+                                 "bucketName": "usage", "iamRoleArn": "arn:aws:iam::123456789012:role/x"},
+    "dataexports/schedules": {"sourceType": "OPERATIONAL", "code": "nightly", "name": "Nightly",
+                              "operationalDataTypes": ["BILLS"], "scheduleType": "DAY", "period": 1},
+}  # fmt: skip
 # The spec documents POST/PUT compoundaggregations as answering an AggregationResponse (no
 # `calculation`), GET/DELETE as CompoundAggregationResponse: the emulator answers the compound
 # aggregation everywhere, so only the undocumented-key check is relaxed there.
+# Likewise the lists of export destinations and schedules are documented with the base schema
+# (no bucketName, no operationalDataTypes...), while each item is a whole S3/GCS destination or
+# USAGE/OPERATIONAL schedule, as GET {id} documents it.
 SPEC_QUIRKS = {
     ("POST", "/organizations/{orgId}/compoundaggregations"),
     ("PUT", "/organizations/{orgId}/compoundaggregations/{id}"),
+    ("GET", "/organizations/{orgId}/dataexports/destinations"),
+    ("GET", "/organizations/{orgId}/dataexports/schedules"),
 }
 MEASUREMENT = {"uid": "u1", "account": "acme", "meter": "api_calls", "ts": "2024-05-01T10:00:00Z"}
 
@@ -270,6 +284,7 @@ def test_every_emulated_route_was_checked(emu: M3terEmulator, spec: Spec) -> Non
     test_measurements_conform(emu, api, checked)
     test_token_endpoint_conforms(emu, checked)
     _run_job_scenarios(emu, api)
+    _run_finance_scenario(emu, api)
     missing = []
     for key in emu.routes():
         method, template = key.split(" ", 1)
@@ -283,6 +298,61 @@ def test_every_emulated_route_was_checked(emu: M3terEmulator, spec: Spec) -> Non
 def test_jobs_conform(emu: M3terEmulator, checked_api: Api, checked: Checked) -> None:
     _run_job_scenarios(emu, checked_api)
     assert 200 in checked.statuses("GET", "/organizations/{orgId}/dataexports/jobs/{jobId}/getdownloadurl")
+
+
+def test_finance_conforms(emu: M3terEmulator, checked_api: Api, checked: Checked) -> None:
+    _run_finance_scenario(emu, checked_api)
+    assert 404 in checked.statuses("GET", "/organizations/{orgId}/bills/latest/{accountId}")
+
+
+def _run_finance_scenario(emu: M3terEmulator, api: Api) -> None:
+    """Balances and their transactions, bills with line items, approval, locking, usage queries."""
+    emu.job_duration = 0
+    account = api.post("accounts", json={**VALID_BODIES["accounts"], "code": "fin_account"}).json()
+    meter = api.post("meters", json={**VALID_BODIES["meters"], "code": "fin_meter"}).json()
+    usage = [dict(MEASUREMENT, uid=f"fin-{i}", account="fin_account", meter="fin_meter",
+                  measure={"calls": i}) for i in range(3)]  # fmt: skip
+    assert api.post("measurements", json={"measurements": usage}).status_code == 200
+    # balances
+    balance_body = {**VALID_BODIES["balances"], "accountId": account["id"], "code": "fin_balance"}
+    balance = api.post("balances", json=balance_body).json()
+    kind = api.post("picklists/transactiontypes", json={"code": "fin_topup", "name": "Top-up"}).json()
+    transactions = f"balances/{balance['id']}/transactions"
+    topup = {"amount": 100, "transactionTypeId": kind["id"], "description": "top-up"}
+    assert api.post(transactions, json=topup).status_code == 200
+    assert api.post(transactions, json={"amount": -30}).status_code == 200
+    assert api.post(transactions, json={"amount": "lots"}).status_code == 400
+    assert [t["amount"] for t in api.get(transactions).json()["data"]] == [100, -30]
+    summary = api.get(f"{transactions}/summary").json()
+    assert (summary["totalCreditAmount"], summary["totalDebitAmount"]) == (100, 30)
+    assert api.get(f"balances/{balance['id']}").json()["amount"] == 70
+    assert api.get(f"balances/{ID36}/transactions").status_code == 404
+    # a bill for May 2024 with one usage line item
+    job = api.post("billjobs", json={"accountIds": [account["id"]], "billingFrequency": "MONTHLY",
+                                     "lastDateInBillingPeriod": "2024-05-31"}).json()  # fmt: skip
+    (bill,) = api.get("bills", params={"billJobId": job["id"]}).json()["data"]
+    (item,) = api.get(f"bills/{bill['id']}/lineitems").json()["data"]
+    assert (item["meterId"], item["quantity"]) == (meter["id"], 3)
+    assert api.get(f"bills/{bill['id']}/lineitems/{item['id']}").json()["billId"] == bill["id"]
+    assert api.get(f"bills/{bill['id']}/lineitems/{ID36}").status_code == 404
+    assert api.get(f"bills/latest/{account['id']}").json()["id"] == bill["id"]
+    assert api.get(f"bills/latest/{ID36}").status_code == 404
+    assert [b["id"] for b in api.get(f"bills/accountid/{account['id']}").json()["data"]] == [bill["id"]]
+    period = "bills/billingperiod/2024-05-31/MONTHLY"
+    assert [b["id"] for b in api.get(period).json()["data"]] == [bill["id"]]
+    assert api.post(f"{period}/approve").json()["message"]
+    assert api.get(f"bills/{bill['id']}").json()["status"] == "APPROVED"
+    assert api.post("bills/approve", json={"billIds": [bill["id"]]}).status_code == 200
+    assert api.put(f"bills/{bill['id']}/status", json={"status": "PENDING"}).json()["status"] == "PENDING"
+    assert api.put(f"bills/{bill['id']}/lock").json()["locked"] is True
+    assert api.put(f"bills/{bill['id']}/status", json={"status": "APPROVED"}).status_code == 400
+    # usage queries
+    query = {"startDate": "2024-05-01T00:00:00Z", "endDate": "2024-06-01T00:00:00Z",
+             "accountIds": [account["id"]], "meterIds": [meter["id"]], "limit": 2}  # fmt: skip
+    answer = api.post("usage/query", json=query).json()
+    assert [m["uid"] for m in answer["data"]] == ["fin-2", "fin-1"] and answer["hasMoreData"] is True
+    assert api.post("usage/query", json={**query, "limit": 10}).json()["hasMoreData"] is False
+    assert api.post("usage/query", json={**query, "limit": "all"}).status_code == 400
 
 
 def _run_job_scenarios(emu: M3terEmulator, api: Api) -> None:
