@@ -16,6 +16,8 @@ DEFAULT_PAGE_SIZE = 10
 """pageSize when the request has none (the spec only documents 10 for search endpoints)."""
 
 SYSTEM_FIELDS = ("id", "version", "dtCreated", "dtLastModified", "createdBy", "lastModifiedBy")
+SERVER_FIELDS = {"balances": ("amount",)}
+"""Fields m3ter maintains itself (a Balance's amount moves with its transactions): a PUT keeps them."""
 
 
 @dataclass(frozen=True)
@@ -272,7 +274,11 @@ class EntityStore:
             raise ApiError(
                 409, f"version conflict: sent version {version}, the current version is {item['version']}"
             )
-        kept = {k: item[k] for k in ("id", "createdBy", "dtCreated")}
+        kept = {
+            k: item[k]
+            for k in ("id", "createdBy", "dtCreated", *SERVER_FIELDS.get(collection, ()))
+            if k in item
+        }
         self._unindex_code(collection, item)
         item.clear()
         item.update(

@@ -326,6 +326,8 @@ def _run_finance_scenario(emu: M3terEmulator, api: Api) -> None:
     summary = api.get(f"{transactions}/summary").json()
     assert (summary["totalCreditAmount"], summary["totalDebitAmount"]) == (100, 30)
     assert api.get(f"balances/{balance['id']}").json()["amount"] == 70
+    renamed = api.put(f"balances/{balance['id']}", json={**balance_body, "name": "Renamed", "version": 1})
+    assert (renamed.json()["name"], renamed.json()["amount"]) == ("Renamed", 70)
     assert api.get(f"balances/{ID36}/transactions").status_code == 404
     # a bill for May 2024 with one usage line item
     job = api.post("billjobs", json={"accountIds": [account["id"]], "billingFrequency": "MONTHLY",
