@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -277,9 +278,11 @@ def _aware(moment: datetime) -> datetime:
 
 
 def _parse_time(value: object) -> datetime | None:
+    """An ISO-8601 date-time (any fraction length: Python 3.10's fromisoformat takes only 3 or 6)."""
     if not isinstance(value, str):
         return None
+    text = re.sub(r"\.(\d+)", lambda m: "." + (m.group(1) + "000000")[:6], value.strip().upper())
     try:
-        return _aware(datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00")))
+        return _aware(datetime.fromisoformat(text.replace("Z", "+00:00")))
     except ValueError:
         return None

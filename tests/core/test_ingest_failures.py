@@ -63,6 +63,14 @@ def test_the_window_stops_the_scan_of_a_newest_first_list() -> None:
     assert [f.uid for f in windowed] == ["u3", "u4", "u5"]
 
 
+def test_event_times_of_any_precision_are_read() -> None:
+    events = [_event(0, NOW, {"eventData": {"uid": "u0"}}), _event(1, NOW, {"eventData": {"uid": "u1"}})]
+    events[0]["eventTime"] = "2026-01-01T11:59:59.1234567Z"
+    events[1]["eventTime"] = "2026-01-01T08:00:00.5+00:00"
+    found = read_ingest_failures(FakeHook(events), start=NOW - dt.timedelta(hours=1), fetch_details=False)
+    assert [f.uid for f in found] == ["u0"]
+
+
 def test_events_without_uid_or_reason_are_completed_from_their_file() -> None:
     events = [_event(0, NOW, {"eventData": {"getDownloadUrl": "https://api/x/getDownloadUrl?file=f0.json"}}),
               _event(1, NOW, '{"file": "f1.json", "errorType": "MissingField", "uid": "u1"}')]  # fmt: skip
