@@ -57,6 +57,9 @@ class EmulatorProcess:
 
     def reset(self, latency: float) -> None:
         self.control.post(f"{self.url}/_emulator/reset", timeout=10).raise_for_status()
+        meter = {"code": "api_calls", "name": "API calls", "dataFields": [], "derivedFields": []}
+        seed = {"collection": "meters", "items": [meter]}  # m3ter refuses measurements of unknown Meters
+        self.control.post(f"{self.url}/_emulator/seed", json=seed, timeout=10).raise_for_status()
         if latency:
             for route in ROUTES:
                 fault = {"route": route, "delay": latency, "times": None}

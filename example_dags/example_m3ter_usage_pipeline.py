@@ -5,8 +5,14 @@ DAG finds or creates the Account and Meter it uses, so it runs on an empty Organ
 Organization m3ter ingests asynchronously: an export run seconds after the upload may not hold every
 measurement yet.
 
+m3ter answers 200 for a batch and validates its measurements afterwards (an unknown Meter, a missing
+Data Field...): the submit task reads back the ``ingest.validation.failure`` Events for the uids it
+sent (``check_ingest_failures``) and fails if any measurement was refused, so no usage is lost
+silently; its result says how many were ``rejected``.
+
 Environment (optional): ``M3TER_DEMO_OUTPUT`` where files are downloaded (default: a folder
-under the system temp directory), ``M3TER_DEMO_POLL_INTERVAL`` seconds between job polls.
+under the system temp directory), ``M3TER_DEMO_POLL_INTERVAL`` seconds between job polls,
+``M3TER_DEMO_INGEST_WAIT`` seconds to wait for m3ter's ingest validation (default 60).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ METER_CODE = "example_api_calls"
 MEASUREMENTS = 60
 OUTPUT_DIR = os.environ.get("M3TER_DEMO_OUTPUT", os.path.join(tempfile.gettempdir(), "m3ter-examples"))
 POLL_INTERVAL = float(os.environ.get("M3TER_DEMO_POLL_INTERVAL", "5"))
+INGEST_WAIT = float(os.environ.get("M3TER_DEMO_INGEST_WAIT", "60"))
 
 
 def _iso(moment: dt.datetime) -> str:
@@ -94,7 +101,10 @@ with DAG(
     built = build_measurements()
 
     submit = M3terSubmitMeasurementsOperator(
-        task_id="submit_measurements", measurements=built["measurements"]
+        task_id="submit_measurements",
+        measurements=built["measurements"],
+        check_ingest_failures="fail",  # or "warn"; "off" (the default) trusts the 200s
+        ingest_failures_wait=INGEST_WAIT,
     )
 
     export = M3terDataExportOperator(

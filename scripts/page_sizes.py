@@ -13,7 +13,6 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SPEC_PLACES = (
     ROOT / "m3ter_provider" / "testing" / "m3ter-openapi.json",
-    ROOT / "tests" / "data" / "m3ter-openapi.json",
     ROOT.parent / "shared" / "m3ter-openapi.json",
 )
 ORG_PREFIX = "/organizations/{orgId}/"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import functools
 import importlib.metadata
 import importlib.util
@@ -335,3 +336,25 @@ class M3terHook(BaseHook):
     def get_bill_ids(self, job: Mapping[str, Any]) -> list[str]:
         """The ids of the bills a finished bill job produced."""
         return jobs.bill_ids(self.client, job)
+
+    # ---------------------------------------------------------------- ingest validation failures
+    def get_ingest_failures(
+        self,
+        start: dt.datetime,
+        end: dt.datetime | None = None,
+        uids: Iterable[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Measurements m3ter accepted (HTTP 200) and then refused, from its ``ingest.validation.failure``
+        Events between ``start`` and ``end`` (and, given ``uids``, only those of these measurements).
+
+        Reads the failed-ingest detail file of an Event when the Event alone does not name the uid or
+        the reason. See :mod:`m3ter_provider.ingest_failures`.
+
+        :return: dicts with ``event_id``, ``event_time``, ``error_type`` (``UndefinedMeter``,
+            ``MissingField``, ``InvalidAccountCode``, ``DuplicateUid``...), ``message``, ``uid``,
+            ``account``, ``meter``, ``file``.
+        """
+        from m3ter_provider.ingest_failures import read_ingest_failures
+
+        failures = read_ingest_failures(self, start=start, end=end, uids=uids)
+        return [failure.as_dict() for failure in failures]

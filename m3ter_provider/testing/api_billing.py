@@ -8,9 +8,11 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from . import files
-from .common import ApiError, iso, parse_date, utcnow
+from .common import ApiError, iso, new_id, parse_date, parse_datetime, utcnow
 from .jobs import Job
+from .relations import predicate_filter
 from .routing import Request, Response, Router, json_response
+from .search import search
 from .store import PAGE_SIZE_MAXIMA, filter_rows, paginate, query_value
 
 if TYPE_CHECKING:
@@ -37,6 +39,7 @@ def register(router: Router, app: EmulatorApp) -> None:
     router.add("GET", f"{BILL_JOBS}/{{id}}", partial(get_bill_job, app))
     router.add("POST", f"{BILL_JOBS}/{{id}}/cancel", partial(cancel_bill_job, app))
     router.add("GET", BILLS, partial(list_bills, app))
+    router.add("GET", f"{BILLS}/search", lambda req: json_response(search(app.store.all("bills"), req.query)))
     router.add("GET", f"{BILLS}/{{id}}", partial(get_bill, app))
     router.add("DELETE", f"{BILLS}/{{id}}", partial(delete_bill, app))
     router.add("POST", STATEMENT_JOBS, partial(create_statement_job, app))
@@ -131,6 +134,7 @@ def _new_bill(app: EmulatorApp, job: Job, account: dict) -> dict:
     end = bill_date
     start = (end - timedelta(days=1)).replace(day=1)
     now = iso(utcnow())
+    currency = req.get("targetCurrency") or account.get("currency") or app.org_config["currency"]
     due = parse_date(req.get("dueDate")) or bill_date + timedelta(days=app.org_config["daysBeforeBillDue"])
     return {
         "accountId": account["id"],
@@ -145,10 +149,10 @@ def _new_bill(app: EmulatorApp, job: Job, account: dict) -> dict:
         "billingFrequency": req.get("billingFrequency", "MONTHLY"),
         "billFrequencyInterval": req.get("billFrequencyInterval", 1),
         "timezone": req.get("timezone", "UTC"),
-        "currency": req.get("targetCurrency") or account.get("currency") or app.org_config["currency"],
+        "currency": currency,
         "status": "PENDING",
         "locked": False,
-        "lineItems": [],
+        "lineItems": usage_line_items(app, account, start, end, currency),
         "billTotal": 0,
         "jsonStatementGenerated": False,
         "csvStatementGenerated": False,
@@ -158,16 +162,42 @@ def _new_bill(app: EmulatorApp, job: Job, account: dict) -> dict:
     }
 
 
+def usage_line_items(app: EmulatorApp, account: dict, start: date, end: date, currency: str) -> list[dict]:
+    """One USAGE line item per Meter the Account's stored measurements in [start, end) used:
+    ``quantity`` is the number of measurements (the emulator prices nothing: subtotals are 0)."""
+    counts: dict[str, int] = {}
+    low, high = _midnight(start), _midnight(end)
+    for item in app.measurements.items:
+        ts = parse_datetime(item["ts"])
+        if item["account"] == account.get("code") and ts is not None and low <= ts < high:
+            counts[item["meter"]] = counts.get(item["meter"], 0) + 1
+    items = []
+    for code, count in counts.items():
+        meter = app.store.find_by_code("meters", code) or {}
+        items.append({
+            "id": new_id(), "lineItemType": "USAGE", "description": f"{code} usage",
+            "quantity": count, "units": count, "unit": "measurements", "subtotal": 0,
+            "convertedSubtotal": 0, "conversionRate": 1, "averageUnitPrice": 0, "currency": currency,
+            "servicePeriodStartDate": iso(low), "servicePeriodEndDate": iso(high),
+            **({"meterId": meter["id"]} if "id" in meter else {}),
+            **({"productId": meter["productId"]} if meter.get("productId") else {}),
+        })  # fmt: skip
+    return items
+
+
 def _midnight(day: date) -> datetime:
     return datetime.combine(day, time(), timezone.utc)
 
 
 # -- bills ------------------------------------------------------------------------------------
 def list_bills(app: EmulatorApp, req: Request) -> Response:
-    """``GET /bills``: filters ids, accountId, billJobId, status, locked; ``excludeLineItems``."""
+    """``GET /bills``: the spec's filters (ids, accountId, billJobId, status, locked, billingFrequency,
+    billDate, billDateStart/End, externalInvoiceDateStart/End); ``excludeLineItems``."""
     filters = {"ids": "id", "accountId": "accountId", "billJobId": "billJobId", "status": "status",
-               "locked": "locked"}  # fmt: skip
-    rows = filter_rows(app.store.rows("bills"), req.query, filters)
+               "locked": "locked", "billingFrequency": "billingFrequency"}  # fmt: skip
+    rows = predicate_filter(
+        app.store, "bills", filter_rows(app.store.rows("bills"), req.query, filters), req.query
+    )
     page = paginate(rows, req.query, PAGE_SIZE_MAXIMA[BILLS])
     if (query_value(req.query, "excludeLineItems") or "").lower() == "true":
         for bill in page["data"]:

@@ -28,6 +28,12 @@ SEEDABLE = (
     "commitments",
     "plangroups",
     "bills",
+    "balances",
+    "statementdefinitions",
+    "picklists/currency",
+    "picklists/transactiontypes",
+    "dataexports/destinations",
+    "dataexports/schedules",
 )
 
 

@@ -96,9 +96,9 @@ def get_export(app: EmulatorApp, req: Request) -> Response:
 
 
 def list_exports(app: EmulatorApp, req: Request) -> Response:
-    """``GET /dataexports/jobs``: filters ids, status, dateCreatedStart/End."""
+    """``GET /dataexports/jobs``: filters ids, status, scheduleId, dateCreatedStart/End."""
     rows = [(job.seq, export_view(app, job)) for job in app.jobs.of_kind("dataexport")]
-    rows = list(filter_rows(rows, req.query, {"ids": "id", "status": "status"}))
+    rows = list(filter_rows(rows, req.query, {"ids": "id", "status": "status", "scheduleId": "scheduleId"}))
     rows = _created_between(rows, req, "dateCreated")
     return json_response(paginate(rows, req.query, PAGE_SIZE_MAXIMA[EXPORT_JOBS]))
 
@@ -125,8 +125,8 @@ def finish_export(app: EmulatorApp, job: Job) -> None:
             app.measurements.items,
             parse_datetime(body["startDate"]),
             parse_datetime(body["endDate"]),
-            _codes(app, "accounts", body.get("accountIds")),
-            _codes(app, "meters", body.get("meterIds")),
+            codes_of(app, "accounts", body.get("accountIds")),
+            codes_of(app, "meters", body.get("meterIds")),
         )
     else:
         since = parse_datetime(body.get("startDate"))
@@ -143,7 +143,7 @@ def finish_export(app: EmulatorApp, job: Job) -> None:
     job.result["rows"] = len(rows)
 
 
-def _codes(app: EmulatorApp, collection: str, ids: list[str] | None) -> set[str] | None:
+def codes_of(app: EmulatorApp, collection: str, ids: list[str] | None) -> set[str] | None:
     """Account/meter ids -> their codes (measurements carry codes); unknown ids match nothing."""
     if not ids:
         return None
@@ -226,7 +226,7 @@ def finish_upload(app: EmulatorApp, job: Job) -> None:
         job.result.update(totalRows=0, processedRows=0, failedRows=0)
         return
     valid = [item for item in items if measurement_problem(item) is None]
-    app.measurements.add(valid)
+    app.ingest(valid)
     job.result.update(totalRows=len(items), processedRows=len(valid), failedRows=len(items) - len(valid))
 
 

@@ -11,19 +11,26 @@ import time
 import traceback
 from collections.abc import Callable
 
-from . import api_billing, api_config, api_control, api_exports
+from . import api_billing, api_config, api_control, api_events, api_exports, api_finance
 from .auth import TokenIssuer, service_user_id
 from .common import ApiError, iso, utcnow
 from .control import FaultBook, Stats
+from .events import EventLog, failure_reason
 from .files import PresignedUrls
 from .jobs import Job, JobBoard
 from .measurements import MeasurementLog
 from .routing import Request, Response, Router, error_response, json_response
+from .spec import clean, clean_query, operation, request_schema
 from .store import EntityStore
 
 
 class EmulatorApp:
-    """Everything the emulator knows, behind one lock; ``handle`` answers one request."""
+    """Everything the emulator knows; ``handle`` answers one request.
+
+    ``lock`` guards the shared state (store, measurements, jobs, stats, tokens, faults), not request
+    handling: bodies are decoded and validated before it is taken, and the measurements handler
+    holds it only while it records a validated batch, so concurrent ingest requests overlap.
+    """
 
     def __init__(
         self,
@@ -43,7 +50,8 @@ class EmulatorApp:
         self.actor = f"SERVICE_USER_{self.service_user_id}"
         sequence = itertools.count().__next__
         self.store = EntityStore(self.actor, sequence)
-        self.measurements = MeasurementLog(self._ensure_account)
+        self.measurements = MeasurementLog()
+        self.events = EventLog(sequence)
         self.jobs = JobBoard(job_duration, self._settle, sequence=sequence)
         self.urls = PresignedUrls()
         self.stats = Stats()
@@ -57,6 +65,8 @@ class EmulatorApp:
         api_control.register(self.router, self)
         api_exports.register(self.router, self)
         api_billing.register(self.router, self)
+        api_events.register(self.router, self)
+        api_finance.register(self.router, self)
 
     # -- dispatch ---------------------------------------------------------------------------
     def handle(self, req: Request) -> Response:
@@ -83,18 +93,25 @@ class EmulatorApp:
                 with self.lock:
                     self.stats.count_status(route.key, "dropped" if fault.drop else response.status)
                 return response
-        with self.lock:
-            try:
-                self.jobs.advance()
-                if route.auth:
+        try:
+            if route.auth:
+                with self.lock:
                     self._authorize(req)
-                response = route.handler(req)
-            except ApiError as error:
-                response = error_response(error.status, error.message, error.headers)
-            except Exception as error:  # a bug in the emulator: say so, loudly
-                traceback.print_exc(file=sys.stderr)
-                response = error_response(500, f"m3ter emulator internal error: {error!r}")
-            if route.counted:
+            if route.auth and route.locked:  # (an unlocked handler validates its own body)
+                check_request(req, route.method, route.template)  # decode + validate, unlocked
+            if route.locked:
+                with self.lock:
+                    self.jobs.advance()
+                    response = route.handler(req)
+            else:
+                response = route.handler(req)  # takes the lock itself around shared state
+        except ApiError as error:
+            response = error_response(error.status, error.message, error.headers)
+        except Exception as error:  # a bug in the emulator: say so, loudly
+            traceback.print_exc(file=sys.stderr)
+            response = error_response(500, f"m3ter emulator internal error: {error!r}")
+        if route.counted:
+            with self.lock:
                 self.stats.count_status(route.key, response.status)
         return response
 
@@ -123,6 +140,7 @@ class EmulatorApp:
         with self.lock:
             self.store.reset()
             self.measurements.reset()
+            self.events.reset()
             self.jobs.reset()
             self.urls.reset()
             self.stats.reset()
@@ -158,10 +176,42 @@ class EmulatorApp:
         """``path`` on this server (for presigned-style URLs)."""
         return f"{self.base_url}{path}"
 
-    def _ensure_account(self, code: str) -> None:
-        """m3ter auto-creates a skeleton Account for an unknown account code in a measurement."""
-        if self.store.find_by_code("accounts", code) is None:
-            self.store.insert("accounts", {"code": code, "name": code})
+    def ingest(self, items: list[dict], *, owned: bool = False) -> int:
+        """m3ter's asynchronous enrichment stage for measurements it accepted (hold ``lock``).
+
+        A measurement for an unknown Meter, for an Account code that only nearly matches an existing
+        one (other letter case), missing a numeric Data Field of its Meter, or re-using a uid, is not
+        stored: it becomes an ``ingest.validation.failure`` Event. An unknown Account code (no near
+        match) auto-creates a skeleton Account, as m3ter does. Returns how many were stored.
+        """
+        stored = 0
+        near: dict[str, str] | None = None
+        download = self.absolute(f"/organizations/{self.org_id}/measurements/failedIngest/getDownloadUrl")
+        for item in items:
+            code = item["account"]
+            account = self.store.find_by_code("accounts", code)
+            problem = None
+            if account is None:
+                if near is None:
+                    near = {
+                        a["code"].lower(): a["code"] for _, a in self.store.rows("accounts") if "code" in a
+                    }
+                if code.lower() in near:
+                    problem = (
+                        f"Account code {code!r} does not exactly match the existing Account code "
+                        f"{near[code.lower()]!r}, so no Account could be created for it"
+                    )
+            reason = failure_reason(item, self.store.find_by_code("meters", item["meter"]), problem)
+            if reason is None:
+                if self.measurements.add([item], owned=owned):
+                    stored += 1
+                    if account is None:
+                        account = self.store.insert("accounts", {"code": code, "name": code})
+                        near = None
+                    continue
+                reason = ("DuplicateUid", f"uid {item.get('uid')!r} was already ingested")
+            self.events.record_ingest_failure(item, *reason, account and account["id"], download)
+        return stored
 
     def _settle(self, job: Job) -> None:
         hook = self.settle_hooks.get(job.kind)
@@ -220,3 +270,23 @@ class EmulatorApp:
                 **audit,
             },
         }
+
+
+def check_request(req: Request, method: str, template: str) -> None:
+    """Validate the query and JSON body against the spec's operation; keep only declared keys.
+
+    Runs before the emulator's lock is taken. 400 ``{"message": "<field>: <reason>"}`` on the first
+    problem, as m3ter answers a wrongly typed field; keys the spec does not declare are dropped.
+    """
+    op = operation(method, template)
+    if op is None:
+        return
+    clean_query(req.query, op)
+    schema = request_schema(op)
+    if schema is None or method not in ("POST", "PUT"):
+        return
+    if not req.body.strip():
+        if op.get("requestBody", {}).get("required"):
+            raise ApiError(400, "request body is required")
+        return
+    req.set_json(clean(req.json(), schema, ""))

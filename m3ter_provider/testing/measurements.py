@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable
 
 from .common import ApiError, code_problem, parse_datetime
 
@@ -14,6 +13,8 @@ MAX_MEASUREMENTS = 1000
 MAX_UID_LENGTH = 50
 STRING_MAPS = ("who", "where", "what", "other", "metadata")
 NUMBER_MAPS = ("measure", "cost", "income")
+FIELDS = frozenset(("uid", "account", "meter", "ts", "ets", *STRING_MAPS, *NUMBER_MAPS))
+"""The MeasurementRequest schema's properties: other keys are ignored (not stored, not exported)."""
 
 
 def check_size(body: bytes) -> None:
@@ -44,6 +45,9 @@ def validate(items: list) -> None:
         problem = measurement_problem(item)
         if problem:
             raise ApiError(400, f"measurements[{index}].{problem}")
+        if not item.keys() <= FIELDS:
+            for key in item.keys() - FIELDS:
+                del item[key]
 
 
 def measurement_problem(item: object) -> str | None:
@@ -81,8 +85,7 @@ def measurement_problem(item: object) -> str | None:
 class MeasurementLog:
     """Accepted measurements in arrival order; a uid seen before is not stored again."""
 
-    def __init__(self, on_account_code: Callable[[str], None] | None = None) -> None:
-        self._on_account_code = on_account_code
+    def __init__(self) -> None:
         self.items: list[dict] = []
         self.uids: set[str] = set()
         self.duplicates = 0
@@ -93,8 +96,11 @@ class MeasurementLog:
         self.uids.clear()
         self.duplicates = 0
 
-    def add(self, items: list[dict]) -> int:
-        """Store valid ``items`` (de-duplicated by uid); return how many were stored."""
+    def add(self, items: list[dict], *, owned: bool = False) -> int:
+        """Store valid ``items`` (de-duplicated by uid); return how many were stored.
+
+        :param owned: the caller hands the items over (freshly decoded): store them without copying.
+        """
         stored = 0
         for item in items:
             uid = item.get("uid")
@@ -103,8 +109,6 @@ class MeasurementLog:
                     self.duplicates += 1
                     continue
                 self.uids.add(uid)
-            self.items.append(copy.deepcopy(item))
-            if self._on_account_code is not None:
-                self._on_account_code(item["account"])
+            self.items.append(item if owned else copy.deepcopy(item))
             stored += 1
         return stored

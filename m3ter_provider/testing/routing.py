@@ -20,6 +20,9 @@ class Request:
     headers: Mapping[str, str]
     body: bytes = b""
     params: dict[str, str] = field(default_factory=dict)
+    _parsed: Any = field(default=None, init=False, repr=False)
+    _parse_error: ApiError | None = field(default=None, init=False, repr=False)
+    _is_parsed: bool = field(default=False, init=False, repr=False)
 
     def header(self, name: str) -> str | None:
         """A header value, case-insensitively (``http.client.HTTPMessage`` or a plain dict)."""
@@ -31,13 +34,27 @@ class Request:
         return value
 
     def json(self) -> Any:
-        """The body parsed as JSON; 400 when it is not JSON."""
+        """The body parsed as JSON (parsed once, then cached); 400 when it is not JSON."""
+        if not self._is_parsed:
+            self.parse_body()
+        if self._parse_error is not None:
+            raise self._parse_error
+        return self._parsed
+
+    def parse_body(self) -> None:
+        """Parse the JSON body now (the dispatcher does this outside the emulator's lock)."""
+        self._is_parsed = True
         if not self.body.strip():
-            raise ApiError(400, "request body is required")
+            self._parse_error = ApiError(400, "request body is required")
+            return
         try:
-            return json.loads(self.body.decode("utf-8"))
+            self._parsed = json.loads(self.body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as error:
-            raise ApiError(400, f"request body is not valid JSON: {error}") from error
+            self._parse_error = ApiError(400, f"request body is not valid JSON: {error}")
+
+    def set_json(self, value: Any) -> None:
+        """Replace the parsed body (e.g. with the validated copy that drops unknown keys)."""
+        self._is_parsed, self._parsed, self._parse_error = True, value, None
 
     def json_object(self) -> dict:
         """The body as a JSON object; 400 otherwise."""
@@ -77,6 +94,8 @@ class Route:
 
     :param auth: needs a bearer token (and the configured orgId when the template has one).
     :param counted: counted in the stats and subject to faults (False for /_emulator control routes).
+    :param locked: the dispatcher runs the handler under the emulator's lock (False: the handler
+        takes the lock itself, only around its reads and writes of shared state).
     """
 
     method: str
@@ -84,6 +103,7 @@ class Route:
     handler: Handler
     auth: bool = True
     counted: bool = True
+    locked: bool = True
 
     @property
     def key(self) -> str:
@@ -103,10 +123,17 @@ class Router:
         self.routes: list[Route] = []
 
     def add(
-        self, method: str, template: str, handler: Handler, *, auth: bool = True, counted: bool = True
+        self,
+        method: str,
+        template: str,
+        handler: Handler,
+        *,
+        auth: bool = True,
+        counted: bool = True,
+        locked: bool = True,
     ) -> None:
         """Register a handler."""
-        self.routes.append(Route(method, template, handler, auth, counted))
+        self.routes.append(Route(method, template, handler, auth, counted, locked))
 
     def resolve(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
         """The route and path parameters for a call; ApiError 404/405 when nothing matches."""

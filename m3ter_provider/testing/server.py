@@ -28,9 +28,13 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self._serve()
 
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_GET
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_GET  # unserved methods: JSON 405
 
-    def _serve(self) -> None:
+    def do_HEAD(self) -> None:
+        """HEAD answers what GET would (status, headers, Content-Length) without the body."""
+        self._serve(head=True)
+
+    def _serve(self, head: bool = False) -> None:
         try:
             body = self._read_body()
         except ValueError:
@@ -39,7 +43,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         url = urlsplit(self.path)
         request = Request(
-            method=self.command,
+            method="GET" if head else self.command,
             path=url.path,
             query=parse_qs(url.query, keep_blank_values=True),
             headers=self.headers,
@@ -51,16 +55,17 @@ class _Handler(BaseHTTPRequestHandler):
             with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
             return
-        self._write(response)
+        self._write(response, head=head)
 
-    def _write(self, response: Response) -> None:
+    def _write(self, response: Response, head: bool = False) -> None:
         self.send_response(response.status)
         self.send_header("Content-Type", response.content_type)
         self.send_header("Content-Length", str(len(response.body)))
         for name, value in response.headers.items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(response.body)
+        if not head:
+            self.wfile.write(response.body)
 
     def _read_body(self) -> bytes:
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():

@@ -10,11 +10,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from .common import ApiError, code_problem, iso, new_id, utcnow
+from .relations import check_delete, check_references, derived_fields, predicate_filter
 
 DEFAULT_PAGE_SIZE = 10
 """pageSize when the request has none (the spec only documents 10 for search endpoints)."""
 
 SYSTEM_FIELDS = ("id", "version", "dtCreated", "dtLastModified", "createdBy", "lastModifiedBy")
+SERVER_FIELDS = {"balances": ("amount",)}
+"""Fields m3ter maintains itself (a Balance's amount moves with its transactions): a PUT keeps them."""
 
 
 @dataclass(frozen=True)
@@ -29,10 +32,11 @@ class CollectionSpec:
 
 
 def _spec(
-    name: str, max_page: int, required: str, filters: str = "", unique_code: bool = False
+    name: str, max_page: int, required: str, filters: str = "", unique_code: bool = False, ids: bool = True
 ) -> CollectionSpec:
     pairs = (item.split("=") if "=" in item else (item, item) for item in filters.split())
-    return CollectionSpec(name, max_page, tuple(required.split()), {"ids": "id", **dict(pairs)}, unique_code)
+    by_id = {"ids": "id"} if ids else {}
+    return CollectionSpec(name, max_page, tuple(required.split()), {**by_id, **dict(pairs)}, unique_code)
 
 
 # Required fields are the *Request schema's, maxima the list operation's pageSize maximum
@@ -73,6 +77,17 @@ COLLECTIONS: dict[str, CollectionSpec] = {
         _spec("counters", 200, "name unit", "codes=code productId", unique_code=True),
         _spec("commitments", 100, "accountId amount currency endDate startDate", "accountId contractId"),
         _spec("plangroups", 200, "currency name", "accountId", unique_code=True),
+        _spec(
+            "balances",
+            100,
+            "accountId code currency endDate name startDate",
+            "accountId contractId contract=contractId",
+        ),
+        _spec("statementdefinitions", 100, "aggregationFrequency", ids=False),
+        _spec("picklists/currency", 100, "name", "codes=code archived", unique_code=True),
+        _spec("picklists/transactiontypes", 100, "name", "codes=code archived", unique_code=True),
+        _spec("dataexports/destinations", 200, ""),  # S3 or GCS: the spec's anyOf checks each
+        _spec("dataexports/schedules", 100, ""),  # USAGE or OPERATIONAL: likewise
     )
 }
 
@@ -129,11 +144,11 @@ def paginate(rows: Iterable[tuple[int, dict]], query: dict[str, list[str]], maxi
         if not 1 <= page_size <= maximum:
             raise ApiError(400, f"pageSize: must be between 1 and {maximum}, got {page_size}")
     token = query_value(query, "nextToken")
-    after = _decode_token(token) if token is not None else -1
+    after = _decode_token(token) if token is not None else None
     page: list[tuple[int, dict]] = []
     more = False
     for seq, item in rows:
-        if seq <= after:
+        if after is not None and seq <= after:
             continue
         if len(page) == page_size:
             more = True
@@ -241,7 +256,7 @@ class EntityStore:
         """Validate ``body`` against the collection's rules and store it (``POST`` collection)."""
         spec = COLLECTIONS[collection]
         data = self._validated(spec, body, None)
-        return self.insert(collection, data)
+        return self.insert(collection, {**data, **derived_fields(self, collection, data)})
 
     def update(self, collection: str, entity_id: str, body: object) -> dict:
         """Replace an entity (``PUT``): ``version`` must match the stored one; it then goes up by 1."""
@@ -259,7 +274,11 @@ class EntityStore:
             raise ApiError(
                 409, f"version conflict: sent version {version}, the current version is {item['version']}"
             )
-        kept = {k: item[k] for k in ("id", "createdBy", "dtCreated")}
+        kept = {
+            k: item[k]
+            for k in ("id", "createdBy", "dtCreated", *SERVER_FIELDS.get(collection, ()))
+            if k in item
+        }
         self._unindex_code(collection, item)
         item.clear()
         item.update(
@@ -267,6 +286,7 @@ class EntityStore:
                 **kept,
                 "version": version + 1,
                 **{k: copy.deepcopy(v) for k, v in data.items() if k not in SYSTEM_FIELDS},
+                **derived_fields(self, collection, data),
                 "lastModifiedBy": self.actor,
                 "dtLastModified": iso(utcnow()),
             }
@@ -279,6 +299,7 @@ class EntityStore:
         table = self._tables.get(collection, {})
         if entity_id not in table:
             raise ApiError(404, f"{_singular(collection)} with id {entity_id!r} not found")
+        check_delete(self, collection, entity_id)
         item = table.pop(entity_id)[1]
         self._unindex_code(collection, item)
         return item
@@ -286,7 +307,14 @@ class EntityStore:
     def list(self, collection: str, query: dict[str, list[str]]) -> dict:
         """One page of a collection, filtered by the spec's filters."""
         spec = COLLECTIONS[collection]
-        return paginate(filter_rows(self.rows(collection), query, spec.filters), query, spec.max_page_size)
+        rows = predicate_filter(
+            self, collection, filter_rows(self.rows(collection), query, spec.filters), query
+        )
+        return paginate(rows, query, spec.max_page_size)
+
+    def singular(self, collection: str) -> str:
+        """m3ter's name for one entity of ``collection`` (e.g. "PlanTemplate")."""
+        return _singular(collection)
 
     def _validated(self, spec: CollectionSpec, body: object, entity_id: str | None) -> dict:
         if not isinstance(body, dict):
@@ -306,6 +334,7 @@ class EntityStore:
         name = body.get("name")
         if name is not None and (not isinstance(name, str) or len(name) > 200):
             raise ApiError(400, "name must be a string of at most 200 characters")
+        check_references(self, spec.name, body)
         return body
 
 
@@ -317,5 +346,11 @@ def _singular(collection: str) -> str:
         "plangroups": "PlanGroup",
         "billjobs": "BillJob",
         "statementjobs": "StatementJob",
+        "statementdefinitions": "StatementDefinition",
+        "picklists/currency": "Currency",
+        "picklists/transactiontypes": "TransactionType",
+        "dataexports/destinations": "Destination",
+        "dataexports/schedules": "Schedule",
+        "balancetransactions": "BalanceTransaction",
     }
     return names.get(collection, collection[:-1].capitalize())

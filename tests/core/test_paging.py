@@ -13,13 +13,9 @@ from m3ter_provider.paging import MAX_PAGE_SIZES, max_page_size
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
-def _spec_path() -> pathlib.Path | None:
-    places = (
-        REPO / "m3ter_provider" / "testing" / "m3ter-openapi.json",
-        REPO / "tests" / "data" / "m3ter-openapi.json",
-        REPO.parent / "shared" / "m3ter-openapi.json",
-    )
-    return next((place for place in places if place.is_file()), None)
+def _spec_path() -> pathlib.Path:
+    """m3ter's spec, shipped with the emulator (a missing copy fails the test, never skips it)."""
+    return REPO / "m3ter_provider" / "testing" / "m3ter-openapi.json"
 
 
 def _script():
@@ -31,7 +27,7 @@ def _script():
 
 def test_the_table_is_what_the_spec_says():
     path = _spec_path()
-    assert path is not None, "m3ter-openapi.json not found (tests/data/ ships a copy)"
+    assert path.is_file(), f"{path} is missing: the package ships m3ter's spec there"
     expected = _script().max_page_sizes(json.loads(path.read_text()))
     assert expected == MAX_PAGE_SIZES
     assert set(MAX_PAGE_SIZES.values()) == {50, 100, 200}

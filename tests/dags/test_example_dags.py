@@ -100,6 +100,7 @@ def emulator(airflow_db, monkeypatch, tmp_path) -> Iterator[M3terEmulator]:
     with M3terEmulator(job_duration=0.2) as emu:
         monkeypatch.setenv("AIRFLOW_CONN_M3TER_DEFAULT", emu.airflow_conn_json())
         monkeypatch.setenv("M3TER_DEMO_POLL_INTERVAL", "0.1")
+        monkeypatch.setenv("M3TER_DEMO_INGEST_WAIT", "0")  # the emulator validates at once
         monkeypatch.setenv("M3TER_DEMO_OUTPUT", str(tmp_path))
         yield emu
 
@@ -161,6 +162,7 @@ def test_usage_pipeline_runs_end_to_end(emulator):
     stats = emulator.stats()
     assert stats["measurements_stored"] == 60
     assert xcoms[("submit_measurements", "return_value")]["measurements"] == 60
+    assert xcoms[("submit_measurements", "return_value")]["rejected"] == 0
     export = xcoms[("export_usage", "return_value")]
     assert export["status"] == "SUCCEEDED"
     assert xcoms[("export_usage", "m3ter_job_id")] == export["job_id"]

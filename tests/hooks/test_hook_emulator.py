@@ -12,6 +12,7 @@ from m3ter_provider.auth import TOKEN_CACHE
 from m3ter_provider.errors import M3terAPIError, M3terAuthError, M3terTransportError, M3terValidationError
 from m3ter_provider.hooks.m3ter import M3terHook
 from m3ter_provider.testing import M3terEmulator
+from tests.testing.helpers import know_meters
 
 CONFIG = "GET /organizations/{orgId}/organizationconfig"
 ACCOUNTS = "GET /organizations/{orgId}/accounts"
@@ -200,6 +201,7 @@ def make_measurements(count: int) -> list[dict]:
 
 
 def test_5000_measurements_arrive_complete_within_the_limits(m3ter_conn):
+    know_meters(m3ter_conn, "api_calls")  # m3ter refuses (after a 200) measurements of unknown Meters
     rows = make_measurements(5000)
     assert 580 <= len(json.dumps(rows[0], separators=(",", ":"))) <= 640
     summary = M3terHook().submit_measurements(rows, uid_namespace="dag/task/run/-1")
@@ -214,6 +216,7 @@ def test_5000_measurements_arrive_complete_within_the_limits(m3ter_conn):
 
 
 def test_a_retried_measurement_post_does_not_double_count(m3ter_conn):
+    know_meters(m3ter_conn, "api_calls")  # m3ter refuses (after a 200) measurements of unknown Meters
     rows = make_measurements(2500)
     m3ter_conn.add_fault(MEASUREMENTS, drop=True, times=1)
     m3ter_conn.add_fault(MEASUREMENTS, status=500, times=1)
@@ -255,6 +258,7 @@ def test_the_secret_and_tokens_never_reach_logs_or_errors(m3ter_emulator, monkey
 
 
 def test_concurrent_batches_survive_faults_and_store_each_measurement_once(m3ter_conn):
+    know_meters(m3ter_conn, "api_calls")  # m3ter refuses (after a 200) measurements of unknown Meters
     rows = make_measurements(8000)
     m3ter_conn.add_fault(MEASUREMENTS, status=429, times=3)
     m3ter_conn.add_fault(MEASUREMENTS, status=502, times=2)

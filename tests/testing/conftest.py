@@ -11,7 +11,7 @@ from m3ter_provider.testing import M3terEmulator
 # The plugin's fixtures, so these tests also run when the pytest11 entry point is not installed.
 from m3ter_provider.testing.pytest_plugin import m3ter_conn, m3ter_emulator  # noqa: F401
 from tests.testing.helpers import Api
-from tests.testing.openapi import REPO_ROOT, SPEC_ENV, Spec, find_spec
+from tests.testing.openapi import SPEC_ENV, SPEC_FILE, Spec, find_spec
 
 
 @pytest.fixture
@@ -31,11 +31,8 @@ def api(emu: M3terEmulator) -> Iterator[Api]:
 
 @pytest.fixture(scope="session")
 def spec() -> Spec:
-    """The m3ter OpenAPI spec, or a skip saying where it was looked for."""
+    """The m3ter OpenAPI spec shipped in the package (or $M3TER_OPENAPI_SPEC): missing is a failure."""
     path = find_spec()
     if path is None:
-        pytest.skip(
-            f"m3ter OpenAPI spec not found: set ${SPEC_ENV} or put it at "
-            f"{REPO_ROOT.parent / 'shared' / 'm3ter-openapi.json'}"
-        )
+        pytest.fail(f"m3ter OpenAPI spec not found: the package should ship {SPEC_FILE} (or set ${SPEC_ENV})")
     return Spec(path)

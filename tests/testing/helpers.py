@@ -9,6 +9,13 @@ import requests
 from m3ter_provider.testing import M3terEmulator
 
 
+def know_meters(emulator: M3terEmulator, *codes: str) -> None:
+    """Create Meters (no Data Fields) so measurements for them are ingested, not refused by m3ter."""
+    emulator.seed(
+        "meters", [{"code": code, "name": code, "dataFields": [], "derivedFields": []} for code in codes]
+    )
+
+
 class Api:
     """A requests session authenticated against an emulator, with org-scoped URL helpers."""
 

@@ -8,6 +8,7 @@ import pytest
 
 from m3ter_provider.testing import M3terEmulator
 from m3ter_provider.testing.store import COLLECTIONS, DEFAULT_PAGE_SIZE
+from tests.testing.test_emulator_spec import related_bodies
 
 if TYPE_CHECKING:
     from tests.testing.helpers import Api
@@ -78,21 +79,25 @@ def test_invalid_body_code_and_duplicate_code(api: Api) -> None:
 
 def test_unknown_ids_answer_404(api: Api) -> None:
     for method in ("get", "put", "delete"):
-        response = getattr(api, method)("products/00000000-0000-0000-0000-000000000000", json={})
+        body = {"code": "p", "name": "P", "version": 1}  # valid, so the unknown id is what fails
+        response = getattr(api, method)("products/00000000-0000-0000-0000-000000000000", json=body)
         assert response.status_code == 404, method
         assert response.json()["message"]
 
 
 def test_every_collection_round_trips(emu: M3terEmulator, api: Api) -> None:
-    for name, spec in COLLECTIONS.items():
-        body = {field: f"{field}-value" for field in spec.required}
-        body["code"] = f"{name}_code"
+    bodies = related_bodies(api)
+    for name in COLLECTIONS:
+        body = {
+            **bodies[name],
+            **({"code": f"{name.replace('/', '_')}_code"} if "code" in bodies[name] else {}),
+        }
         created = api.post(name, json=body)
         assert created.status_code == 200, (name, created.text)
         entity_id = created.json()["id"]
         assert api.get(f"{name}/{entity_id}").status_code == 200
-        assert [e["id"] for e in api.get(name).json()["data"]] == [entity_id]
-        assert [e["id"] for e in emu.entities(name)] == [entity_id]
+        assert [e["id"] for e in api.get(name, params={"pageSize": 100}).json()["data"]][-1] == entity_id
+        assert [e["id"] for e in emu.entities(name)][-1] == entity_id
 
 
 def _page_all(api: Api, path: str, **params) -> tuple[list[dict], int]:

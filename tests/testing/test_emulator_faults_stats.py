@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from m3ter_provider.testing import M3terEmulator
+from tests.testing.helpers import know_meters
 
 if TYPE_CHECKING:
     from tests.testing.helpers import Api
@@ -17,6 +18,11 @@ if TYPE_CHECKING:
 MEASUREMENTS = "POST /organizations/{orgId}/measurements"
 ACCOUNTS = "/organizations/{orgId}/accounts"
 ONE = {"measurements": [{"uid": "u1", "account": "acme", "meter": "m", "ts": "2024-05-01T10:00:00Z"}]}
+
+
+@pytest.fixture(autouse=True)
+def _known_meters(emu: M3terEmulator) -> None:
+    know_meters(emu, "m")
 
 
 def test_status_fault_counts_down_and_stores_nothing(emu: M3terEmulator, api: Api) -> None:

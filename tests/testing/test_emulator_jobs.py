@@ -14,11 +14,17 @@ import requests
 
 from m3ter_provider.testing import M3terEmulator
 from m3ter_provider.testing.jobs import TIMELINES, JobBoard
+from tests.testing.helpers import know_meters
 
 if TYPE_CHECKING:
     from tests.testing.helpers import Api
 
 USAGE_WINDOW = {"startDate": "2024-05-01T00:00:00Z", "endDate": "2024-06-01T00:00:00Z"}
+
+
+@pytest.fixture(autouse=True)
+def _known_meters(emu: M3terEmulator) -> None:
+    know_meters(emu, "calls", "storage")
 
 
 def _poll(

@@ -10,9 +10,15 @@ import requests
 
 from m3ter_provider.testing import M3terEmulator
 from m3ter_provider.testing.measurements import MAX_REQUEST_BYTES
+from tests.testing.helpers import know_meters
 
 if TYPE_CHECKING:
     from tests.testing.helpers import Api
+
+
+@pytest.fixture(autouse=True)
+def _known_meters(emu: M3terEmulator) -> None:
+    know_meters(emu, "api_calls", "m", "m" * 80)
 
 
 def _m(i: int, **extra) -> dict:

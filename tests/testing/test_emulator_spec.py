@@ -1,7 +1,7 @@
 """Spec conformance: every emulated operation exists in m3ter's OpenAPI spec and answers its schemas.
 
-The spec is found at ``$M3TER_OPENAPI_SPEC`` or ``<repo>/../shared/m3ter-openapi.json``; the tests
-skip (saying so) only when neither exists.
+The spec is the copy shipped in the package (``m3ter_provider/testing/m3ter-openapi.json``) unless
+``$M3TER_OPENAPI_SPEC`` names another; a missing spec fails these tests (it never skips them).
 """
 
 from __future__ import annotations
@@ -75,13 +75,27 @@ VALID_BODIES: dict[str, dict] = {
         "endDate": "2025-01-01",
     },
     "plangroups": {"code": "bundle", "name": "Bundle", "currency": "USD"},
-}
+    "balances": {"accountId": ID36, "code": "prepaid", "name": "Prepaid", "currency": "USD",
+                 "startDate": "2024-01-01T00:00:00Z", "endDate": "2025-01-01T00:00:00Z"},
+    "statementdefinitions": {"name": "Monthly", "aggregationFrequency": "MONTH"},
+    "picklists/currency": {"code": "EUR", "name": "Euro", "maxDecimalPlaces": 2},
+    "picklists/transactiontypes": {"code": "topup", "name": "Top-up"},
+    "dataexports/destinations": {"destinationType": "S3", "code": "lake", "name": "Lake",
+                                 "bucketName": "usage", "iamRoleArn": "arn:aws:iam::123456789012:role/x"},
+    "dataexports/schedules": {"sourceType": "OPERATIONAL", "code": "nightly", "name": "Nightly",
+                              "operationalDataTypes": ["BILLS"], "scheduleType": "DAY", "period": 1},
+}  # fmt: skip
 # The spec documents POST/PUT compoundaggregations as answering an AggregationResponse (no
 # `calculation`), GET/DELETE as CompoundAggregationResponse: the emulator answers the compound
 # aggregation everywhere, so only the undocumented-key check is relaxed there.
+# Likewise the lists of export destinations and schedules are documented with the base schema
+# (no bucketName, no operationalDataTypes...), while each item is a whole S3/GCS destination or
+# USAGE/OPERATIONAL schedule, as GET {id} documents it.
 SPEC_QUIRKS = {
     ("POST", "/organizations/{orgId}/compoundaggregations"),
     ("PUT", "/organizations/{orgId}/compoundaggregations/{id}"),
+    ("GET", "/organizations/{orgId}/dataexports/destinations"),
+    ("GET", "/organizations/{orgId}/dataexports/schedules"),
 }
 MEASUREMENT = {"uid": "u1", "account": "acme", "meter": "api_calls", "ts": "2024-05-01T10:00:00Z"}
 
@@ -196,9 +210,28 @@ def test_token_endpoint_conforms(emu: M3terEmulator, checked: Checked) -> None:
     assert checked.statuses("POST", "/oauth/token") == {200, 400, 401}
 
 
+REFERENCE_FIELDS = {"accountId": "accounts", "productId": "products", "meterId": "meters",
+                    "planTemplateId": "plantemplates", "planId": "plans"}  # fmt: skip
+
+
+def related_bodies(api: Api) -> dict[str, dict]:
+    """VALID_BODIES with their reference fields pointing at entities created here (m3ter checks them)."""
+    ids: dict[str, str] = {}
+    for name in ("accounts", "products", "meters", "plantemplates", "plans"):
+        body = {k: ids.get(REFERENCE_FIELDS.get(k, ""), v) for k, v in VALID_BODIES[name].items()}
+        body["code"] = f"{body['code']}_ref"
+        created = api.post(name, json=body)
+        assert created.status_code == 200, created.text
+        ids[name] = created.json()["id"]
+    return {
+        name: {k: ids.get(REFERENCE_FIELDS.get(k, ""), v) for k, v in body.items()}
+        for name, body in VALID_BODIES.items()
+    }
+
+
 def test_config_api_conforms(emu: M3terEmulator, checked_api: Api, checked: Checked) -> None:
     api = checked_api
-    for name, body in VALID_BODIES.items():
+    for name, body in related_bodies(api).items():
         created = api.post(name, json=body)
         assert created.status_code == 200, (name, created.text)
         entity = created.json()
@@ -219,6 +252,10 @@ def test_config_api_conforms(emu: M3terEmulator, checked_api: Api, checked: Chec
         assert api.delete(f"{name}/{entity['id']}").status_code == 200
     assert api.get("organizationconfig").status_code == 200
     assert api.get("users/me").status_code == 200
+    for name in ("accounts", "commitments", "bills"):
+        assert api.get(f"{name}/search", params={"pageSize": 1}).status_code == 200
+    searched = api.get("accounts/search", params={"searchQuery": "code~acme", "pageSize": 1}).json()
+    assert searched["data"] and searched["nextToken"] == "1"
     unauthorized = requests.Session()
     unauthorized.hooks["response"].append(checked)
     assert unauthorized.get(api.url("accounts")).status_code == 403
@@ -247,6 +284,7 @@ def test_every_emulated_route_was_checked(emu: M3terEmulator, spec: Spec) -> Non
     test_measurements_conform(emu, api, checked)
     test_token_endpoint_conforms(emu, checked)
     _run_job_scenarios(emu, api)
+    _run_finance_scenario(emu, api)
     missing = []
     for key in emu.routes():
         method, template = key.split(" ", 1)
@@ -260,6 +298,63 @@ def test_every_emulated_route_was_checked(emu: M3terEmulator, spec: Spec) -> Non
 def test_jobs_conform(emu: M3terEmulator, checked_api: Api, checked: Checked) -> None:
     _run_job_scenarios(emu, checked_api)
     assert 200 in checked.statuses("GET", "/organizations/{orgId}/dataexports/jobs/{jobId}/getdownloadurl")
+
+
+def test_finance_conforms(emu: M3terEmulator, checked_api: Api, checked: Checked) -> None:
+    _run_finance_scenario(emu, checked_api)
+    assert 404 in checked.statuses("GET", "/organizations/{orgId}/bills/latest/{accountId}")
+
+
+def _run_finance_scenario(emu: M3terEmulator, api: Api) -> None:
+    """Balances and their transactions, bills with line items, approval, locking, usage queries."""
+    emu.job_duration = 0
+    account = api.post("accounts", json={**VALID_BODIES["accounts"], "code": "fin_account"}).json()
+    meter = api.post("meters", json={**VALID_BODIES["meters"], "code": "fin_meter"}).json()
+    usage = [dict(MEASUREMENT, uid=f"fin-{i}", account="fin_account", meter="fin_meter",
+                  measure={"calls": i}) for i in range(3)]  # fmt: skip
+    assert api.post("measurements", json={"measurements": usage}).status_code == 200
+    # balances
+    balance_body = {**VALID_BODIES["balances"], "accountId": account["id"], "code": "fin_balance"}
+    balance = api.post("balances", json=balance_body).json()
+    kind = api.post("picklists/transactiontypes", json={"code": "fin_topup", "name": "Top-up"}).json()
+    transactions = f"balances/{balance['id']}/transactions"
+    topup = {"amount": 100, "transactionTypeId": kind["id"], "description": "top-up"}
+    assert api.post(transactions, json=topup).status_code == 200
+    assert api.post(transactions, json={"amount": -30}).status_code == 200
+    assert api.post(transactions, json={"amount": "lots"}).status_code == 400
+    assert [t["amount"] for t in api.get(transactions).json()["data"]] == [100, -30]
+    summary = api.get(f"{transactions}/summary").json()
+    assert (summary["totalCreditAmount"], summary["totalDebitAmount"]) == (100, 30)
+    assert api.get(f"balances/{balance['id']}").json()["amount"] == 70
+    renamed = api.put(f"balances/{balance['id']}", json={**balance_body, "name": "Renamed", "version": 1})
+    assert (renamed.json()["name"], renamed.json()["amount"]) == ("Renamed", 70)
+    assert api.get(f"balances/{ID36}/transactions").status_code == 404
+    # a bill for May 2024 with one usage line item
+    job = api.post("billjobs", json={"accountIds": [account["id"]], "billingFrequency": "MONTHLY",
+                                     "lastDateInBillingPeriod": "2024-05-31"}).json()  # fmt: skip
+    (bill,) = api.get("bills", params={"billJobId": job["id"]}).json()["data"]
+    (item,) = api.get(f"bills/{bill['id']}/lineitems").json()["data"]
+    assert (item["meterId"], item["quantity"]) == (meter["id"], 3)
+    assert api.get(f"bills/{bill['id']}/lineitems/{item['id']}").json()["billId"] == bill["id"]
+    assert api.get(f"bills/{bill['id']}/lineitems/{ID36}").status_code == 404
+    assert api.get(f"bills/latest/{account['id']}").json()["id"] == bill["id"]
+    assert api.get(f"bills/latest/{ID36}").status_code == 404
+    assert [b["id"] for b in api.get(f"bills/accountid/{account['id']}").json()["data"]] == [bill["id"]]
+    period = "bills/billingperiod/2024-05-31/MONTHLY"
+    assert [b["id"] for b in api.get(period).json()["data"]] == [bill["id"]]
+    assert api.post(f"{period}/approve").json()["message"]
+    assert api.get(f"bills/{bill['id']}").json()["status"] == "APPROVED"
+    assert api.post("bills/approve", json={"billIds": [bill["id"]]}).status_code == 200
+    assert api.put(f"bills/{bill['id']}/status", json={"status": "PENDING"}).json()["status"] == "PENDING"
+    assert api.put(f"bills/{bill['id']}/lock").json()["locked"] is True
+    assert api.put(f"bills/{bill['id']}/status", json={"status": "APPROVED"}).status_code == 400
+    # usage queries
+    query = {"startDate": "2024-05-01T00:00:00Z", "endDate": "2024-06-01T00:00:00Z",
+             "accountIds": [account["id"]], "meterIds": [meter["id"]], "limit": 2}  # fmt: skip
+    answer = api.post("usage/query", json=query).json()
+    assert [m["uid"] for m in answer["data"]] == ["fin-2", "fin-1"] and answer["hasMoreData"] is True
+    assert api.post("usage/query", json={**query, "limit": 10}).json()["hasMoreData"] is False
+    assert api.post("usage/query", json={**query, "limit": "all"}).status_code == 400
 
 
 def _run_job_scenarios(emu: M3terEmulator, api: Api) -> None:
@@ -313,19 +408,52 @@ def _run_job_scenarios(emu: M3terEmulator, api: Api) -> None:
     assert api.get("fileuploads/measurements/jobs").status_code == 200
     assert api.post("fileuploads/measurements/generateUploadUrl", json={}).status_code == 400
     assert api.delete(f"bills/{bill_id}").status_code == 200
+    _run_event_scenario(api)
+
+
+def _run_event_scenario(api: Api) -> None:
+    """A measurement for an unknown Meter: accepted, then an ingest.validation.failure Event."""
+    bad = dict(MEASUREMENT, uid="no-such-meter", meter="no_such_meter")
+    assert api.post("measurements", json={"measurements": [bad]}).status_code == 200
+    failures = {"eventName": "ingest.validation.failure", "pageSize": 100}
+    event = next(
+        e for e in api.get("events", params=failures).json()["data"]
+        if e["m3terEvent"]["eventData"]["uid"] == "no-such-meter"
+    )  # fmt: skip
+    assert api.get(f"events/{event['id']}").status_code == 200
+    assert api.get(f"events/{ID36}").status_code == 404
+    assert "ingest.validation.failure" in api.get("events/types").json()["events"]
+    assert api.get("events/fields", params={"eventName": "ingest.validation.failure"}).status_code == 200
+    file = event["m3terEvent"]["eventData"]["file"]
+    url = api.get("measurements/failedIngest/getDownloadUrl", params={"file": file}).json()["url"]
+    assert requests.get(url, timeout=5).json()["errorType"] == "UndefinedMeter"
+    assert api.get("measurements/failedIngest/getDownloadUrl", params={"file": "nope"}).status_code == 404
 
 
 def test_spec_location(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     from tests.testing import openapi
 
-    monkeypatch.setattr(openapi, "REPO_ROOT", tmp_path / "repo")
+    monkeypatch.delenv(openapi.SPEC_ENV, raising=False)
+    assert openapi.find_spec() == openapi.SPEC_FILE
     monkeypatch.setenv(openapi.SPEC_ENV, str(tmp_path / "missing.json"))
-    assert openapi.find_spec() is None
-    (tmp_path / "shared").mkdir()
-    beside = tmp_path / "shared" / "m3ter-openapi.json"
-    beside.write_text("{}")
-    assert openapi.find_spec() == beside
+    assert openapi.find_spec() == openapi.SPEC_FILE
     explicit = tmp_path / "spec.json"
     explicit.write_text("{}")
     monkeypatch.setenv(openapi.SPEC_ENV, str(explicit))
     assert openapi.find_spec() == explicit
+    monkeypatch.setattr(openapi, "SPEC_FILE", tmp_path / "not-shipped.json")
+    monkeypatch.setenv(openapi.SPEC_ENV, str(tmp_path / "missing.json"))
+    assert openapi.find_spec() is None
+
+
+def test_the_spec_ships_as_package_data_with_its_checksum() -> None:
+    import hashlib
+    import re
+
+    from m3ter_provider.testing.spec import SPEC_FILE
+
+    digest = hashlib.sha256(SPEC_FILE.read_bytes()).hexdigest()
+    readme = SPEC_FILE.with_name("README.md").read_text()
+    assert re.search(r"sha256: `([0-9a-f]{64})`", readme).group(1) == digest
+    pyproject = (SPEC_FILE.parents[2] / "pyproject.toml").read_text()
+    assert '"testing/m3ter-openapi.json"' in pyproject

@@ -1,0 +1,288 @@
+"""Measurements m3ter accepted (HTTP 200) and then refused: ``ingest.validation.failure`` Events.
+
+m3ter validates measurements a second time, asynchronously, after answering ``{"result":
+"accepted"}``: one for an unknown Meter, an Account code that only nearly matches an existing one, a
+missing Data Field... is not ingested, and m3ter records an ``ingest.validation.failure`` Event for it
+(``GET /events?eventName=...``) with a file detailing what went wrong
+(``GET /measurements/failedIngest/getDownloadUrl?file=...``). A pipeline that only checks HTTP
+statuses loses that usage silently; :func:`read_ingest_failures` reads it back and
+:func:`check_ingest_failures` turns it into a warning or a task failure.
+
+Framework-free: ``hook`` is anything with ``paginate(path, params=..., page_size=...)``,
+``get(path, params=...)`` and ``download(url, destination)`` (:class:`~m3ter_provider.hooks.m3ter.M3terHook`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from m3ter_provider.errors import M3terConfigError, M3terError
+
+EVENT_NAME = "ingest.validation.failure"
+DUPLICATE_UID = "DuplicateUid"
+"""A re-sent uid: m3ter ingested that measurement before, so it is not lost (not counted as rejected)."""
+MODES = ("off", "warn", "fail")
+REASONS_SHOWN = 5
+MAX_EVENTS_SCANNED = 10_000
+CLOCK_SKEW = timedelta(minutes=2)
+"""Events are read from this long before the window start (clocks differ; m3ter stamps the Event)."""
+_TYPE_KEYS = ("errorType", "type", "errorCode", "code")
+_MESSAGE_KEYS = ("errorMessage", "message", "error", "reason", "description")
+
+log = logging.getLogger(__name__)
+
+
+class M3terIngestRejectedError(M3terError):
+    """m3ter accepted measurements and then refused them (``ingest.validation.failure`` Events)."""
+
+
+@dataclass(frozen=True)
+class IngestFailure:
+    """One measurement m3ter refused after accepting it."""
+
+    event_id: str
+    event_time: str
+    error_type: str | None
+    message: str | None
+    uid: str | None
+    account: str | None
+    meter: str | None
+    file: str | None
+
+    @property
+    def rejected(self) -> bool:
+        """True unless m3ter refused it only as a re-sent uid (ingested before, so not lost)."""
+        return self.error_type != DUPLICATE_UID
+
+    def reason(self) -> str:
+        """``"<uid>: <errorType>: <message>"`` for logs and error messages."""
+        parts = [p for p in (self.error_type, self.message) if p]
+        return f"{self.uid or '(no uid)'}: {': '.join(parts) or 'refused'}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready (for XCom)."""
+        return asdict(self)
+
+
+def read_ingest_failures(
+    hook: Any,
+    *,
+    start: datetime,
+    end: datetime | None = None,
+    uids: Iterable[str] | None = None,
+    fetch_details: bool = True,
+    max_events: int = MAX_EVENTS_SCANNED,
+) -> list[IngestFailure]:
+    """The ``ingest.validation.failure`` Events m3ter recorded between ``start`` and ``end``.
+
+    :param start: the window start (aware datetime; naive means UTC), e.g. just before a submission.
+    :param end: the window end (default: no end).
+    :param uids: keep only failures of these measurement uids (those of one submission).
+    :param fetch_details: when an Event does not itself name the measurement's uid or the reason,
+        download its failed-ingest file (a presigned URL, fetched without the bearer token) to read them.
+    :param max_events: stop after scanning this many Events (m3ter lists the newest first).
+    """
+    start = _aware(start)
+    end = _aware(end) if end is not None else None
+    wanted = set(uids) if uids is not None else None
+    found: list[IngestFailure] = []
+    previous: datetime | None = None
+    newest_first = True
+    for scanned, event in enumerate(hook.paginate("events", params={"eventName": EVENT_NAME}, page_size=100)):
+        if scanned >= max_events:
+            log.warning("Stopped after scanning %d ingest failure Events (max_events).", max_events)
+            break
+        moment = _parse_time(event.get("eventTime"))
+        if moment is not None and previous is not None and moment > previous:
+            newest_first = False
+        previous = moment if moment is not None else previous
+        if moment is not None and moment < start - CLOCK_SKEW:
+            if newest_first:
+                break  # every later Event is older still
+            continue
+        if moment is not None and end is not None and moment > end:
+            continue
+        failure = _failure(event)
+        if fetch_details and (failure.uid is None or failure.error_type is None):
+            failure = _with_details(hook, failure)
+        if wanted is None or failure.uid in wanted:
+            found.append(failure)
+    return found
+
+
+def check_ingest_failures(
+    hook: Any,
+    *,
+    uids: Collection[str] | None,
+    start: datetime,
+    mode: str = "warn",
+    wait: float = 0.0,
+    poll_interval: float = 10.0,
+    logger: logging.Logger | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, Any]:
+    """After a submission, read the failures of its ``uids`` and warn or fail as ``mode`` says.
+
+    m3ter validates asynchronously: failures are read again every ``poll_interval`` seconds until
+    ``wait`` seconds have passed (in ``"fail"`` mode the first read that finds one ends the wait).
+
+    :param uids: the uids the submission sent (None: every failure in the window counts).
+    :param mode: ``"off"`` (read nothing), ``"warn"`` (log the count and the first reasons) or
+        ``"fail"`` (raise :class:`M3terIngestRejectedError` with them).
+    :return: ``{"rejected": n, "duplicates": d, "rejections": [first few as dicts]}``
+        (``{"rejected": None, ...}`` when ``mode`` is ``"off"``).
+    """
+    check_mode(mode)
+    logger = logger or log
+    if mode == "off":
+        return {"rejected": None, "duplicates": None, "rejections": []}
+    deadline = clock() + max(0.0, float(wait))
+    while True:
+        failures = read_ingest_failures(hook, start=start, uids=uids)
+        rejected = [f for f in failures if f.rejected]
+        remaining = deadline - clock()
+        if remaining <= 0 or (rejected and mode == "fail"):
+            break
+        sleep(min(poll_interval, remaining))
+    summary = {
+        "rejected": len(rejected),
+        "duplicates": len(failures) - len(rejected),
+        "rejections": [f.as_dict() for f in rejected[:REASONS_SHOWN]],
+    }
+    if rejected:
+        message = describe(rejected, len(uids) if uids is not None else None)
+        if mode == "fail":
+            raise M3terIngestRejectedError(message)
+        logger.warning("%s", message)
+    else:
+        logger.info("m3ter reported no ingest validation failures for this submission.")
+    return summary
+
+
+def describe(rejected: list[IngestFailure], sent: int | None) -> str:
+    """A message with the count and the first few reasons."""
+    of = f" of {sent:,}" if sent is not None else ""
+    reasons = "; ".join(f.reason() for f in rejected[:REASONS_SHOWN])
+    more = f" (and {len(rejected) - REASONS_SHOWN} more)" if len(rejected) > REASONS_SHOWN else ""
+    return (
+        f"m3ter accepted and then rejected {len(rejected):,}{of} measurements (ingest.validation.failure "
+        f"Events; they will not be billed): {reasons}{more}. Fix the measurements (or create the missing "
+        f"Meters/Accounts) and submit them again."
+    )
+
+
+def check_mode(mode: object) -> str:
+    """``mode`` when it is one of off/warn/fail; else a clear error."""
+    if mode not in MODES:
+        raise M3terConfigError(f"check_ingest_failures {mode!r}: give one of {', '.join(MODES)}.")
+    return str(mode)
+
+
+def submitted_uids(rows: Iterable[Mapping[str, Any]], uid_for: Callable[[int], str]) -> list[str]:
+    """The uid each row is sent with: its own ``uid``, else ``uid_for(position)``."""
+    return [row.get("uid") or uid_for(position) for position, row in enumerate(rows)]
+
+
+# -- reading one Event ---------------------------------------------------------------------------
+def _failure(event: Mapping[str, Any]) -> IngestFailure:
+    data = _event_data(event)
+    return IngestFailure(
+        event_id=str(event.get("id", "")),
+        event_time=str(event.get("eventTime", "")),
+        error_type=_first(data, _TYPE_KEYS),
+        message=_first(data, _MESSAGE_KEYS),
+        uid=_first(data, ("uid",)),
+        account=_first(data, ("account", "accountCode")),
+        meter=_first(data, ("meter", "meterCode")),
+        file=_file(data),
+    )
+
+
+def _event_data(event: Mapping[str, Any]) -> dict[str, Any]:
+    """The Event's details, flattened: ``m3terEvent.eventData`` (or ``m3terEvent``) and a nested
+    ``measurement`` if there is one."""
+    outer = event.get("m3terEvent")
+    if isinstance(outer, str):
+        try:
+            outer = json.loads(outer)
+        except ValueError:
+            outer = {}
+    outer = outer if isinstance(outer, dict) else {}
+    data = outer.get("eventData") if isinstance(outer.get("eventData"), dict) else outer
+    measurement = data.get("measurement")
+    return {**(measurement if isinstance(measurement, dict) else {}), **data}
+
+
+def _first(data: Mapping[str, Any], keys: tuple[str, ...]) -> str | None:
+    for key in keys:
+        value = data.get(key)
+        if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value):
+            return str(value)
+    return None
+
+
+def _file(data: Mapping[str, Any]) -> str | None:
+    file = data.get("file")
+    if isinstance(file, str) and file:
+        return file
+    url = data.get("getDownloadUrl")
+    if isinstance(url, str) and "file=" in url:
+        from urllib.parse import parse_qs, urlsplit
+
+        return (parse_qs(urlsplit(url).query).get("file") or [None])[0]
+    return url if isinstance(url, str) and url else None
+
+
+def _with_details(hook: Any, failure: IngestFailure) -> IngestFailure:
+    """Fill uid and reason from the Event's failed-ingest file; keep the Event's values otherwise."""
+    if failure.file is None:
+        return failure
+    try:
+        answer = hook.get("measurements/failedIngest/getDownloadUrl", params={"file": failure.file})
+        url = answer.get("url") if isinstance(answer, dict) else None
+        if not url:
+            return failure
+        with tempfile.TemporaryDirectory(prefix="m3ter-ingest-failure-") as folder:
+            path = os.path.join(folder, "detail.json")
+            hook.download(url, path)
+            with open(path, encoding="utf-8") as handle:
+                detail = json.load(handle)
+    except (M3terError, OSError, ValueError) as error:
+        log.warning("Could not read the failed-ingest file of Event %s: %s", failure.event_id, error)
+        return failure
+    data = _event_data({"m3terEvent": detail}) if isinstance(detail, dict) else {}
+    return IngestFailure(
+        event_id=failure.event_id,
+        event_time=failure.event_time,
+        error_type=failure.error_type or _first(data, _TYPE_KEYS),
+        message=failure.message or _first(data, _MESSAGE_KEYS),
+        uid=failure.uid or _first(data, ("uid",)),
+        account=failure.account or _first(data, ("account", "accountCode")),
+        meter=failure.meter or _first(data, ("meter", "meterCode")),
+        file=failure.file,
+    )
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
+
+def _parse_time(value: object) -> datetime | None:
+    """An ISO-8601 date-time (any fraction length: Python 3.10's fromisoformat takes only 3 or 6)."""
+    if not isinstance(value, str):
+        return None
+    text = re.sub(r"\.(\d+)", lambda m: "." + (m.group(1) + "000000")[:6], value.strip().upper())
+    try:
+        return _aware(datetime.fromisoformat(text.replace("Z", "+00:00")))
+    except ValueError:
+        return None
