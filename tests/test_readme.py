@@ -60,6 +60,11 @@ def test_every_python_block_has_a_runner() -> None:
 @pytest.fixture
 def emulator(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> Iterator[M3terEmulator]:
     with M3terEmulator(job_duration=0.2) as emu:
+        # the README's blocks report usage of a Meter the Organization has, as real ones do
+        # (m3ter refuses measurements of unknown Meters after answering 200)
+        emu.seed(
+            "meters", [{"code": "api_calls", "name": "API calls", "dataFields": [], "derivedFields": []}]
+        )
         monkeypatch.setenv("AIRFLOW_CONN_M3TER_DEFAULT", emu.airflow_conn_json())
         monkeypatch.setenv("M3TER_DEMO_OUTPUT", str(tmp_path))
         yield emu
