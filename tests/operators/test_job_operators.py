@@ -454,6 +454,20 @@ def test_on_airflow_2_the_record_is_a_real_variable_in_the_metadata_db(emu, airf
     assert requests_to(emu, POST_BILL_JOB) == 1 and Variable.get(key, None) is None
 
 
+def test_in_a_real_task_run_the_retry_follows_the_job_the_variable_names(emu, airflow_db, monkeypatch):
+    """dag.test(): the first try gives up waiting, the retry finds its job through the Variable."""
+    from tests.dagrun import load_dag, run_dag
+
+    monkeypatch.setattr(_base, "_variables", AIRFLOWS_VARIABLES)
+    emu.job_duration = 1.0
+    monkeypatch.setenv("M3TER_TEST_ACCOUNT_IDS", json.dumps(seed_accounts(emu, "acme")))
+    run = run_dag(load_dag("m3ter_bill_job_retry"))
+    assert run.state == "success" and run.dag_run.get_task_instance("bill").try_number == 2
+    assert requests_to(emu, POST_BILL_JOB) == 1  # the retry followed the first try's job
+    [job] = M3terHook().paginate("billjobs")
+    assert job["status"] == "COMPLETE"
+
+
 @needs_task_state_store
 def test_a_retry_follows_the_bill_job_this_task_started_not_a_strangers(emu):
     emu.job_duration = 1.0
