@@ -385,12 +385,21 @@ class M3terBillJobOperator(M3terJobOperatorBase):
     ``m3ter_job_id``) as soon as m3ter answers. If the task is killed while it waits, the bill job
     is cancelled (``on_kill``; a deferred task's trigger does the same on Airflow 3.3+).
 
-    On Airflow 3.3+ a retry follows the bill job an earlier try of this task instance started (its
-    id is kept in the task state store): still running, it waits for it; finished, it uses its
-    result. It never adopts another bill job, not even one for the same accounts and dates (another
-    DAG's, a Console user's), and ``on_kill`` cancels only the job this task started. Below 3.3
-    Airflow keeps nothing across tries (a task's XCom is cleared when a new try starts), so a retry
-    there creates a new bill job.
+    A retry follows the bill job an earlier try of this task instance started: still running, it
+    waits for it; finished, it uses its result; cancelled (or unknown to m3ter), it creates a new
+    one. The id is kept where it survives a retry: on Airflow 3.3+ in the task state store
+    (``ResumableJobMixin``); below 3.3, where Airflow clears a task's XCom when a new try starts, in
+    an Airflow Variable keyed by the task instance (``dag_id``, ``task_id``, ``run_id``,
+    ``map_index``), written right after m3ter answers the POST and deleted when the task succeeds
+    (see :class:`~m3ter_provider.operators._base.TryRecord`). A record is followed only if the
+    rendered request is unchanged.
+
+    It never adopts another bill job, not even one for the same accounts and dates (another DAG's,
+    a Console user's, or another task's under the same Service User), and ``on_kill`` cancels only
+    the job this task started. Matching m3ter's jobs by creator and creation time could not promise
+    that: a ``BillJobRequest`` carries no caller's tag, and ``createdBy`` names the Service User,
+    which many DAGs share. What no record can cover: a try that dies between m3ter creating the job
+    and the record being written (or whose POST answer is lost) leaves a job its retry cannot know.
 
     :param account_ids: the Account ids to bill (a list, rendered list or comma-separated). (templated)
     :param bill_date: the bill date, ``YYYY-MM-DD``. (templated)
@@ -407,6 +416,7 @@ class M3terBillJobOperator(M3terJobOperatorBase):
     """
 
     job_kind = BILL_JOB
+    record_tries = True
     template_fields: Sequence[str] = (
         "account_ids",
         "bill_date",
@@ -461,6 +471,9 @@ class M3terBillJobOperator(M3terJobOperatorBase):
             body["billingFrequency"] = frequency
         body.update(parse_rendered(self.bill_job_fields, "bill_job_fields") or {})
         return body
+
+    def _request(self) -> dict[str, Any]:
+        return self._body()
 
     def _start_job(self, context: Context) -> str:
         return str(self.hook.start_bill_job(self._body())["id"])

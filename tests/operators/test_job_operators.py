@@ -11,11 +11,13 @@ import time
 
 import pytest
 from airflow.providers.common.compat.sdk import ObjectStoragePath, TaskDeferred
-from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_3_PLUS
+from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_V_3_3_PLUS
 
 from m3ter_provider.errors import M3terConfigError, M3terJobFailedError, M3terJobTimeoutError
 from m3ter_provider.hooks.m3ter import M3terHook
 from m3ter_provider.links import CONSOLE_LINK_XCOM_KEY, JOB_ID_XCOM_KEY
+from m3ter_provider.operators import _base
+from m3ter_provider.operators._base import TryRecord
 from m3ter_provider.operators.m3ter import M3terBillJobOperator, M3terDataExportOperator
 from m3ter_provider.triggers.m3ter import M3terJobTrigger
 from tests.operators.helpers import FakeTaskStateStore, make_context, measurement
@@ -26,6 +28,36 @@ needs_task_state_store = pytest.mark.skipif(
 POST_EXPORT = "POST /organizations/{orgId}/dataexports/adhoc"
 POST_BILL_JOB = "POST /organizations/{orgId}/billjobs"
 WINDOW = {"export_start_date": "2026-01-01T00:00:00Z", "export_end_date": "2026-01-02T00:00:00Z"}
+
+
+AIRFLOWS_VARIABLES = _base._variables
+
+
+class FakeVariables:
+    """Airflow's Variable, in memory: the store that survives a retry below Airflow 3.3."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+        self.writes = 0
+
+    def get(self, key: str, default=None):
+        return self.values.get(key, default)
+
+    def set(self, key: str, value: str, description: str | None = None) -> None:
+        assert description and "airflow-provider-m3ter" in description
+        self.values[key] = value
+        self.writes += 1
+
+    def delete(self, key: str) -> None:
+        self.values.pop(key, None)
+
+
+@pytest.fixture(autouse=True)
+def variables(monkeypatch) -> FakeVariables:
+    """Where no task state store is given, the bill-job operator keeps its job id in a Variable."""
+    fake = FakeVariables()
+    monkeypatch.setattr(_base, "_variables", lambda: fake)
+    return fake
 
 
 def export_op(**kwargs) -> M3terDataExportOperator:
@@ -56,6 +88,23 @@ def run_trigger(trigger: M3terJobTrigger) -> dict:
 def seed_accounts(emu, *codes: str) -> list[str]:
     rows = [{"code": c, "name": c, "emailAddress": f"{c}@example.com"} for c in codes]
     return [a["id"] for a in emu.seed("accounts", rows)]
+
+
+def execute_and_kill(op, context) -> None:
+    """Run the task and kill it once it follows a job (Airflow calls on_kill from another thread)."""
+
+    def kill_once_following() -> None:
+        deadline = time.monotonic() + 5
+        while JOB_ID_XCOM_KEY not in context["ti"].xcom and time.monotonic() < deadline:
+            time.sleep(0.01)
+        op.on_kill()
+
+    killer = threading.Thread(target=kill_once_following)
+    killer.start()
+    try:
+        op.execute(context)
+    finally:
+        killer.join(5)
 
 
 def requests_to(emu, route: str) -> int:
@@ -246,17 +295,8 @@ def test_on_kill_cancels_the_running_bill_job(emu):
     op = bill_op(account_ids=seed_accounts(emu, "acme"))
     context = make_context(op)
 
-    def kill_once_started() -> None:  # what Airflow does from another thread when the task is killed
-        deadline = time.monotonic() + 5
-        while JOB_ID_XCOM_KEY not in context["ti"].xcom and time.monotonic() < deadline:
-            time.sleep(0.01)
-        op.on_kill()
-
-    killer = threading.Thread(target=kill_once_started)
-    killer.start()
     with pytest.raises(M3terJobFailedError, match="ended CANCELLED"):
-        op.execute(context)
-    killer.join(5)
+        execute_and_kill(op, context)
     job_id = context["ti"].xcom[JOB_ID_XCOM_KEY]
     assert M3terHook().get_job("billjob", job_id)["status"] == "CANCELLED"
 
@@ -284,6 +324,148 @@ def test_a_strangers_active_bill_job_is_neither_adopted_nor_cancelled(emu):
     op.on_kill()
     assert hook.get_job("billjob", stranger["id"])["status"] not in ("CANCELLED", "COMPLETE")
     assert hook.get_job("billjob", result["job_id"])["status"] == "CANCELLED"
+
+
+def bill_jobs_created(emu) -> list[str]:
+    return [job["id"] for job in M3terHook().paginate("billjobs")]
+
+
+def test_below_3_3_a_retry_follows_its_own_bill_job_through_a_variable(emu, variables):
+    """No task state store (Airflow 2.11-3.2): the job id kept in a Variable survives the try."""
+    emu.job_duration = 1.0
+    account_ids = seed_accounts(emu, "acme")
+    first = bill_op(account_ids=account_ids, last_date_in_billing_period="2026-01-31", timeout=0.2)
+    with pytest.raises(M3terJobTimeoutError):  # the worker gave up; its job still runs in m3ter
+        first.execute(make_context(first, try_number=1))
+    [key] = variables.values
+    own = json.loads(variables.values[key])["job_id"]
+    assert own == first._job_id and variables.writes == 1
+
+    retry = bill_op(account_ids=account_ids, last_date_in_billing_period="2026-01-31")
+    context = make_context(retry, try_number=2)
+    result = retry.execute(context)
+    assert result["job_id"] == own and result["status"] == "COMPLETE" and len(result["bill_ids"]) == 1
+    assert context["ti"].xcom[JOB_ID_XCOM_KEY] == own  # the retry's XCom names the job it followed
+    assert requests_to(emu, POST_BILL_JOB) == 1 and bill_jobs_created(emu) == [own]
+    assert variables.values == {}  # forgotten once the task succeeded: a cleared task bills afresh
+
+
+def test_below_3_3_a_retry_neither_adopts_nor_cancels_a_strangers_identical_job(emu, variables):
+    """Same body, same Service User, created before the task and between its tries: not ours."""
+    emu.job_duration = 30
+    account_ids = seed_accounts(emu, "acme")
+    hook = M3terHook()
+    first = bill_op(account_ids=account_ids, last_date_in_billing_period="2026-01-31", timeout=0.2)
+    before = hook.start_bill_job(first._body())  # another DAG's, before this task instance started
+    with pytest.raises(M3terJobTimeoutError):
+        first.execute(make_context(first, try_number=1))
+    own = first._job_id
+    between = hook.start_bill_job(first._body())  # and one created while this task waited to retry
+    creators = {hook.get_job("billjob", job_id)["createdBy"] for job_id in (before["id"], own, between["id"])}
+    assert len(creators) == 1  # one Service User, one body: only the record tells them apart
+
+    retry = bill_op(account_ids=account_ids, last_date_in_billing_period="2026-01-31", poll_interval=0.05)
+    context = make_context(retry, try_number=2)
+    with pytest.raises(M3terJobFailedError, match="ended CANCELLED"):
+        execute_and_kill(retry, context)
+    assert retry._job_id == own and context["ti"].xcom[JOB_ID_XCOM_KEY] == own
+    assert requests_to(emu, POST_BILL_JOB) == 3  # the two strangers' and the first try's: no fourth
+    assert hook.get_job("billjob", own)["status"] == "CANCELLED"
+    for stranger in (before["id"], between["id"]):
+        assert hook.get_job("billjob", stranger)["status"] not in ("CANCELLED", "COMPLETE")
+
+
+def test_below_3_3_a_cancelled_or_changed_record_starts_a_new_bill_job(emu, variables):
+    account_ids = seed_accounts(emu, "acme", "globex")
+    emu.fail_next_job("billjob")
+    first = bill_op(account_ids=account_ids[:1])
+    with pytest.raises(M3terJobFailedError):
+        first.execute(make_context(first))
+    cancelled = first._job_id
+    retry = bill_op(account_ids=account_ids[:1])
+    result = retry.execute(make_context(retry, try_number=2))
+    assert result["job_id"] != cancelled and result["status"] == "COMPLETE"
+    assert requests_to(emu, POST_BILL_JOB) == 2 and variables.values == {}
+
+    emu.job_duration = 30
+    started = bill_op(account_ids=account_ids[:1], timeout=0.2)
+    with pytest.raises(M3terJobTimeoutError):
+        started.execute(make_context(started))
+    emu.job_duration = 0
+    changed = bill_op(account_ids=account_ids)  # the DAG now bills both accounts: not that job
+    result = changed.execute(make_context(changed, try_number=2))
+    assert result["job_id"] != started._job_id and len(result["bill_ids"]) == 2
+    assert requests_to(emu, POST_BILL_JOB) == 4
+
+
+def test_below_3_3_the_record_is_per_task_instance(emu, variables):
+    """Another run, task or map index of the same DAG never follows this task instance's job."""
+    emu.job_duration = 30
+    account_ids = seed_accounts(emu, "acme")
+    first = bill_op(account_ids=account_ids, timeout=0.1)
+    with pytest.raises(M3terJobTimeoutError):
+        first.execute(make_context(first, run_id="r1", map_index=0))
+    others = [("bill", "r1", 1), ("bill", "r2", 0), ("other_task", "r1", 0)]
+    for task_id, run_id, map_index in others:
+        op = bill_op(task_id=task_id, account_ids=account_ids, wait_for_completion=False)
+        result = op.execute(make_context(op, run_id=run_id, map_index=map_index, try_number=2))
+        assert result["job_id"] != first._job_id
+    assert requests_to(emu, POST_BILL_JOB) == 1 + len(others)
+    assert len(variables.values) == 1  # the succeeded ones forgot theirs; the first's is kept
+
+
+def test_below_3_3_a_deferred_bill_job_keeps_its_record_until_it_succeeds(emu, variables):
+    emu.job_duration = 2.0
+    op = bill_op(account_ids=seed_accounts(emu, "acme"), deferrable=True)
+    context = make_context(op)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(context)
+    job_id = deferred.value.trigger.job_id
+    assert TryRecord(context, op.job_kind, op._body()).get() == job_id
+    timed_out = {"status": "error", "kind": "billjob", "job_id": job_id, "job_status": "RUNNING",
+                 "timed_out": True, "message": "still RUNNING"}  # fmt: skip
+    with pytest.raises(M3terJobTimeoutError):
+        op.execute_complete(context, timed_out)
+    assert TryRecord(context, op.job_kind, op._body()).get() == job_id  # a retry follows the job
+    job = M3terHook().wait_for_job("billjob", job_id, poll_interval=0.05, timeout=30)
+    done = {"status": "success", "kind": "billjob", "job_id": job_id, "job": job}
+    assert op.execute_complete(context, done)["status"] == "COMPLETE"
+    assert variables.values == {} and requests_to(emu, POST_BILL_JOB) == 1
+
+
+@pytest.mark.skipif(
+    AIRFLOW_V_3_0_PLUS, reason="Airflow 3's Variable is written by a running task's supervisor"
+)
+def test_on_airflow_2_the_record_is_a_real_variable_in_the_metadata_db(emu, airflow_db, monkeypatch):
+    from airflow.models import Variable
+
+    monkeypatch.setattr(_base, "_variables", AIRFLOWS_VARIABLES)
+    emu.job_duration = 1.0
+    account_ids = seed_accounts(emu, "acme")
+    first = bill_op(account_ids=account_ids, timeout=0.2)
+    context = make_context(first, run_id="real_variable")
+    with pytest.raises(M3terJobTimeoutError):
+        first.execute(context)
+    key = TryRecord(context, first.job_kind, first._body()).key
+    assert json.loads(Variable.get(key))["job_id"] == first._job_id
+    retry = bill_op(account_ids=account_ids)
+    result = retry.execute(make_context(retry, run_id="real_variable", try_number=2))
+    assert result["job_id"] == first._job_id and result["status"] == "COMPLETE"
+    assert requests_to(emu, POST_BILL_JOB) == 1 and Variable.get(key, None) is None
+
+
+def test_in_a_real_task_run_the_retry_follows_the_job_the_variable_names(emu, airflow_db, monkeypatch):
+    """dag.test(): the first try gives up waiting, the retry finds its job through the Variable."""
+    from tests.dagrun import load_dag, run_dag
+
+    monkeypatch.setattr(_base, "_variables", AIRFLOWS_VARIABLES)
+    emu.job_duration = 1.0
+    monkeypatch.setenv("M3TER_TEST_ACCOUNT_IDS", json.dumps(seed_accounts(emu, "acme")))
+    run = run_dag(load_dag("m3ter_bill_job_retry"))
+    assert run.state == "success" and run.dag_run.get_task_instance("bill").try_number == 2
+    assert requests_to(emu, POST_BILL_JOB) == 1  # the retry followed the first try's job
+    [job] = M3terHook().paginate("billjobs")
+    assert job["status"] == "COMPLETE"
 
 
 @needs_task_state_store
