@@ -144,21 +144,32 @@ class M3terHook(BaseHook):
 
     def submit_measurements(
         self,
-        measurements: Iterable[Mapping[str, Any]],
+        measurements: Iterable[Mapping[str, Any]] | Any,
         *,
         uid_namespace: str | None = None,
         concurrency: int = DEFAULT_INGEST_CONCURRENCY,
     ) -> dict[str, Any]:
-        """Validate, then post measurements to the ingest API within m3ter's limits.
+        """Validate, then post measurements to the ingest API within m3ter's limits, each counted once.
 
-        Every measurement is checked first (``account``, ``meter``, ``ts`` required, lengths within
-        the spec's limits); nothing is sent if one is bad. Batches hold at most 1,000 measurements
-        and fewer than 512,000 bytes.
+        Every measurement is checked first against m3ter's schema (``account``, ``meter``, ``ts``
+        required; codes up to 80 characters, ``uid`` up to 50; RFC 3339 date-times with an offset;
+        string and number maps); nothing is sent if one is bad. The encoded batches (at most 1,000
+        measurements, under 512,000 bytes each) wait in a temporary file, so memory stays flat.
 
-        :param uid_namespace: give measurements without a ``uid`` one derived from this string and
-            their position, so re-running the same submission does not double-count.
+        Every measurement sent has a uid. One without gets a uid derived from ``uid_namespace``, its
+        content and its occurrence among identical rows (never its position), so a re-run with the
+        same namespace, rows reordered or added, re-sends the same uids and m3ter counts each once.
+        A changed value is new content: m3ter keeps both rows (send a compensating measurement to
+        correct one). Without a namespace the call uses a random one: its own retries are safe.
+
+        :param measurements: an iterable of dicts (a list, a generator), or a JSON Lines or CSV file
+            (``pathlib.Path``, ``ObjectStoragePath``, ``m3ter_provider.ingest.MeasurementFile``).
+        :param uid_namespace: fixes the derived uids; give the task instance's (dag, task, run, map
+            index) so a retried task re-sends the same uids.
         :param concurrency: batches in flight at once (1 to 10, default 4).
         :return: ``{"measurements": n, "requests": k, "bytes": b}``.
+        :raises M3terIngestError: a request failed part-way: it names how many measurements and
+            batches m3ter accepted; re-run with the same namespace to send the rest.
         """
         return self.client.submit_measurements(
             measurements, uid_namespace=uid_namespace, concurrency=concurrency

@@ -10,19 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator
 
-from m3ter_provider.client import DEFAULT_INGEST_CONCURRENCY
 from m3ter_provider.errors import M3terConfigError
 from m3ter_provider.hooks.m3ter import M3terHook
 from m3ter_provider.jobs import BILL_JOB, DATA_EXPORT, data_export_body
 from m3ter_provider.links import M3terConsoleLink, persist_console_link
 from m3ter_provider.operators._base import FILE_EXPIRED, M3terJobOperatorBase, templated
-from m3ter_provider.operators._inputs import (
-    as_id_list,
-    measurements_from_value,
-    open_path,
-    parse_rendered,
-    read_measurements_file,
-)
+from m3ter_provider.operators._inputs import as_id_list, open_path, parse_rendered
+from m3ter_provider.operators.measurements import M3terSubmitMeasurementsOperator
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -125,70 +119,6 @@ class M3terOperator(BaseOperator):
                     "response_filter return lists, dicts, strings and numbers, or set do_xcom_push=False."
                 ) from None
         return result
-
-
-class M3terSubmitMeasurementsOperator(BaseOperator):
-    """Send measurements to m3ter's ingest API, batched within its limits.
-
-    Measurements come from ``measurements`` (a list, or an XCom, e.g. ``"{{ ti.xcom_pull('build') }}"``
-    or ``build_task.output``) or from ``measurements_file`` (JSON Lines or CSV; a local path, an
-    ``ObjectStoragePath``, or a ``scheme://`` URL). A measurement without a ``uid`` gets one fixed by
-    the task instance (dag id, task id, run id, map index) and its position in the input, so a retried
-    task re-sends the same uids and m3ter ingests each measurement once.
-
-    Returns ``{"measurements": n, "requests": k, "bytes": b}``.
-
-    :param measurements: the measurements (dicts with ``account``, ``meter``, ``ts``...). (templated)
-    :param measurements_file: a file of measurements instead. (templated)
-    :param file_format: ``"jsonl"`` or ``"csv"``; by default taken from the file's suffix.
-    :param concurrency: measurement batches in flight at once (1 to 10, default 4).
-    :param m3ter_conn_id: the m3ter connection id.
-    """
-
-    template_fields: Sequence[str] = ("measurements", "measurements_file")
-    operator_extra_links = (M3terConsoleLink(),)
-
-    def __init__(
-        self,
-        *,
-        measurements: Any = None,
-        measurements_file: Any = None,
-        file_format: str | None = None,
-        concurrency: int = DEFAULT_INGEST_CONCURRENCY,
-        m3ter_conn_id: str = M3terHook.default_conn_name,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 10:
-            raise M3terConfigError(f"concurrency {concurrency!r}: give a whole number from 1 to 10.")
-        if (measurements is None) == (measurements_file is None):
-            raise M3terConfigError(
-                "give exactly one of measurements (a list or an XCom) or measurements_file (a path)."
-            )
-        self.measurements = measurements
-        self.measurements_file = measurements_file
-        self.file_format = file_format
-        self.concurrency = concurrency
-        self.m3ter_conn_id = m3ter_conn_id
-
-    @cached_property
-    def hook(self) -> M3terHook:
-        return M3terHook(m3ter_conn_id=self.m3ter_conn_id)
-
-    def execute(self, context: Context) -> dict[str, Any]:
-        if self.measurements_file is not None:
-            rows = read_measurements_file(self.measurements_file, self.file_format)
-            self.log.info("Read %d measurements from %s.", len(rows), self.measurements_file)
-        else:
-            rows = measurements_from_value(self.measurements)
-        ti = context["ti"]
-        map_index = getattr(ti, "map_index", -1)
-        namespace = jsonlib.dumps(
-            [ti.dag_id, ti.task_id, context["run_id"], -1 if map_index is None else map_index]
-        )
-        persist_console_link(context, self.hook.console_url)
-        summary = self.hook.submit_measurements(rows, uid_namespace=namespace, concurrency=self.concurrency)
-        return {key: summary[key] for key in ("measurements", "requests", "bytes")}
 
 
 class M3terDataExportOperator(M3terJobOperatorBase):
