@@ -88,7 +88,7 @@ class M3terSubmitMeasurementsOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         if self.measurements_file is not None:
             source: Any = MeasurementFile(open_path(self.measurements_file), self.file_format)
-            self.log.info("Reading measurements from %s as they are sent.", self.measurements_file)
+            self.log.info("Reading measurements from %s.", self.measurements_file)
         else:
             source = measurements_from_value(self.measurements)
         ti = context["ti"]
