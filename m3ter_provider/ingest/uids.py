@@ -26,6 +26,8 @@ from m3ter_provider.ingest import schema
 #: changes only with the derivation, so uids stay the same across provider releases
 _PERSON = b"m3ter-uid-v1"
 _BUCKETS = 1 << 14
+_digest = operator.methodcaller("digest")
+hexlify = binascii.hexlify
 
 
 def random_namespace() -> str:
@@ -58,27 +60,30 @@ class UidAssigner:
         from msgspec import UNSET
 
         given = list(map(operator.attrgetter("uid"), structs))
-        if given.count(UNSET) != len(given):
-            return [
-                line if uid is not UNSET else self.encode_one(line)
-                for line, uid in zip(lines, given, strict=True)
-            ]
-        return list(map(self.encode_one, lines))
+        if given.count(UNSET) == len(given):
+            return self._with_uids(lines)
+        derived = iter(
+            self._with_uids([line for line, uid in zip(lines, given, strict=True) if uid is UNSET])
+        )
+        return [line if uid is not UNSET else next(derived) for line, uid in zip(lines, given, strict=True)]
 
-    def encode_one(self, line: bytes) -> bytes:
-        """One canonical JSON line (no uid) with its uid added."""
-        digest = self._hash(line).digest()
-        bucket = self._buckets[(digest[0] << 6) | (digest[1] >> 2)]
-        key = digest[2:8]
-        found = bucket.find(key)
-        while found > 0 and found % 6:
-            found = bucket.find(key, found + 1)
-        if found < 0:
-            bucket += key
-            uid = binascii.hexlify(digest)
-        else:
-            uid = self._repeat(digest)
-        return b'{"uid":"' + uid + b'",' + line[1:]
+    def _with_uids(self, lines: list[bytes]) -> list[bytes]:
+        """Canonical JSON lines (no uid) with their derived uids added; this runs once per row."""
+        buckets, repeat = self._buckets, self._repeat
+        out: list[bytes] = []
+        append = out.append
+        for digest, line in zip(map(_digest, map(self._hash, lines)), lines, strict=True):
+            bucket = buckets[(digest[0] << 6) | (digest[1] >> 2)]
+            key = digest[2:8]
+            found = bucket.find(key)
+            while found > 0 and found % 6:  # a match across two entries: look further
+                found = bucket.find(key, found + 1)
+            if found < 0:
+                bucket += key
+                append(b'{"uid":"' + hexlify(digest) + b'",' + line[1:])
+            else:
+                append(b'{"uid":"' + repeat(digest) + b'",' + line[1:])
+        return out
 
     def _repeat(self, digest: bytes) -> bytes:
         count = self._repeats.get(digest, 0) + 1
