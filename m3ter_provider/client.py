@@ -11,10 +11,8 @@ Organization's URLs, authenticated calls and ingest orchestration (``submit_meas
 
 from __future__ import annotations
 
-import concurrent.futures
 import json as jsonlib
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
@@ -282,59 +280,38 @@ class M3terClient:
 
     def submit_measurements(
         self,
-        measurements: Iterable[Mapping[str, Any]],
+        measurements: Iterable[Mapping[str, Any]] | Any,
         *,
         uid_namespace: str | None = None,
         concurrency: int = DEFAULT_INGEST_CONCURRENCY,
         max_items: int = ingest.MAX_MEASUREMENTS_PER_REQUEST,
         max_bytes: int = ingest.MAX_REQUEST_BYTES,
+        after_send: Callable[[ingest.Spool], Mapping[str, Any]] | None = None,
     ) -> dict[str, Any]:
-        """Validate every measurement, then post them in batches within m3ter's limits.
+        """Validate and spool every measurement, then post them in batches within m3ter's limits.
 
-        Nothing is sent unless every measurement is valid. Each batch holds at most ``max_items``
-        measurements and fewer than ``max_bytes`` bytes of JSON. Measurement posts are retried
-        safely: m3ter ingests a re-sent ``uid`` once.
+        Nothing is sent unless every measurement is valid; memory stays flat (the encoded batches
+        wait in a temporary file). Every measurement sent carries a uid: one without gets a uid
+        derived from ``uid_namespace``, its content and its occurrence among identical rows (see
+        :mod:`m3ter_provider.ingest`), so retries and re-runs are counted once by m3ter.
 
-        :param uid_namespace: when given, a measurement without a ``uid`` gets one derived from
-            this namespace and its position, so a re-run sends the same uids.
+        :param measurements: an iterable of dicts, or a JSON Lines / CSV file (``pathlib.Path``,
+            ``ObjectStoragePath``, :class:`~m3ter_provider.ingest.MeasurementFile`), read lazily.
+        :param uid_namespace: fixes the derived uids across runs; default: a random one per call.
         :param concurrency: batches in flight at once (1 to 10; m3ter allows 50 ingest requests/s
             per Organization, and a 429 is retried).
         :return: ``{"measurements": n, "requests": k, "bytes": b}``.
+        :raises M3terIngestError: a request failed part-way; it names what m3ter accepted.
         """
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 10:
-            raise M3terConfigError(f"concurrency {concurrency!r}: give a whole number from 1 to 10.")
-        batches = ingest.prepare_batches(
-            measurements, uid_namespace=uid_namespace, max_items=max_items, max_bytes=max_bytes
+        return ingest.submit(
+            self,
+            measurements,
+            uid_namespace=uid_namespace,
+            concurrency=concurrency,
+            max_items=max_items,
+            max_bytes=max_bytes,
+            after_send=after_send,
         )
-        total = sum(batch.count for batch in batches)
-        url = self.url("measurements", ingest_api=True)
-        progress = ingest.Progress(total, log)
-        lock = threading.Lock()
-        sent = {"requests": 0, "bytes": 0}
-
-        def post(batch: ingest.Batch) -> None:
-            self.send("POST", url, body=batch.body, idempotent=True)
-            with lock:
-                sent["requests"] += 1
-                sent["bytes"] += len(batch.body)
-                progress.update(batch.count, sent["requests"])
-
-        workers = min(concurrency, len(batches))
-        if workers <= 1:
-            for batch in batches:
-                post(batch)
-        else:
-            with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="m3ter-ingest") as pool:
-                futures = [pool.submit(post, batch) for batch in batches]
-                try:
-                    for future in concurrent.futures.as_completed(futures):
-                        future.result()
-                except BaseException:
-                    for future in futures:
-                        future.cancel()
-                    raise
-        progress.done(sent["requests"])
-        return {"measurements": total, "requests": sent["requests"], "bytes": sent["bytes"]}
 
     # ---------------------------------------------------------------- tokens held outside the client
     def invalidate_token(self, value: str) -> None:

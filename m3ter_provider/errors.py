@@ -126,3 +126,44 @@ def m3ter_message(body: Any) -> str | None:
     if isinstance(error, str) and error:
         return f"{error}: {description}" if isinstance(description, str) and description else error
     return None
+
+
+class M3terIngestError(M3terError):
+    """A measurement request failed part-way: some batches were accepted before it, the rest not.
+
+    Re-running the same input with the same ``uid_namespace`` completes it without doubling: the
+    measurements m3ter already has carry the same uids and are ingested once.
+
+    :param accepted_measurements: measurements m3ter accepted in this call.
+    :param accepted_batches: requests m3ter accepted in this call.
+    :param uid_namespace: the namespace the uids were derived from (the call's own random one when
+        none was given: pass it back to resume).
+    """
+
+    def __init__(
+        self,
+        cause: M3terError,
+        *,
+        accepted_measurements: int,
+        accepted_batches: int,
+        total_measurements: int,
+        total_batches: int,
+        uid_namespace: str,
+    ) -> None:
+        self.cause = cause
+        self.accepted_measurements = accepted_measurements
+        self.accepted_batches = accepted_batches
+        self.total_measurements = total_measurements
+        self.total_batches = total_batches
+        self.uid_namespace = uid_namespace
+        resume = (
+            f"Re-run with uid_namespace={uid_namespace!r} and the same input to send the rest without "
+            "doubling (this call had no namespace of its own)."
+            if uid_namespace.startswith("random:")
+            else "Re-running the same input with the same uid_namespace sends the rest without doubling."
+        )
+        batches = "batch" if total_batches == 1 else "batches"
+        super().__init__(
+            f"{cause} m3ter accepted {accepted_measurements:,} of {total_measurements:,} measurements "
+            f"(in {accepted_batches:,} of {total_batches:,} {batches}) before this. {resume}"
+        )

@@ -86,14 +86,15 @@ def read_ingest_failures(
 
     :param start: the window start (aware datetime; naive means UTC), e.g. just before a submission.
     :param end: the window end (default: no end).
-    :param uids: keep only failures of these measurement uids (those of one submission).
+    :param uids: keep only failures of these measurement uids (those of one submission): a
+        collection, or the submission's spool (see :meth:`m3ter_provider.ingest.Spool.uids_among`).
     :param fetch_details: when an Event does not itself name the measurement's uid or the reason,
         download its failed-ingest file (a presigned URL, fetched without the bearer token) to read them.
     :param max_events: stop after scanning this many Events (m3ter lists the newest first).
     """
     start = _aware(start)
     end = _aware(end) if end is not None else None
-    wanted = set(uids) if uids is not None else None
+    select = _selector(uids)
     found: list[IngestFailure] = []
     previous: datetime | None = None
     newest_first = True
@@ -114,9 +115,29 @@ def read_ingest_failures(
         failure = _failure(event)
         if fetch_details and (failure.uid is None or failure.error_type is None):
             failure = _with_details(hook, failure)
-        if wanted is None or failure.uid in wanted:
-            found.append(failure)
-    return found
+        found.append(failure)
+    if select is None:
+        return found
+    ours = select({failure.uid for failure in found if failure.uid})
+    return [failure for failure in found if failure.uid in ours]
+
+
+def _selector(uids: Any) -> Callable[[set[str]], set[str]] | None:
+    """Picks a submission's uids out of candidates: from a collection of uids, or from a spool of
+    the encoded measurements (``uids_among``: streamed, so 1M uids are never held in memory)."""
+    if uids is None:
+        return None
+    if hasattr(uids, "uids_among"):
+        return uids.uids_among
+    wanted = set(uids)
+    return lambda candidates: candidates & wanted
+
+
+def _count(uids: Any) -> int | None:
+    """How many measurements ``uids`` stands for."""
+    if uids is None:
+        return None
+    return int(uids.measurements) if hasattr(uids, "uids_among") else len(uids)
 
 
 def check_ingest_failures(
@@ -160,7 +181,7 @@ def check_ingest_failures(
         "rejections": [f.as_dict() for f in rejected[:REASONS_SHOWN]],
     }
     if rejected:
-        message = describe(rejected, len(uids) if uids is not None else None)
+        message = describe(rejected, _count(uids))
         if mode == "fail":
             raise M3terIngestRejectedError(message)
         logger.warning("%s", message)
@@ -181,16 +202,25 @@ def describe(rejected: list[IngestFailure], sent: int | None) -> str:
     )
 
 
+#: the longest wait for m3ter's asynchronous ingest validation, in seconds
+MAX_WAIT = 3600.0
+
+
+def check_wait(wait: object) -> float:
+    """``wait`` as seconds when it is a finite number from 0 to :data:`MAX_WAIT`; else a clear error."""
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= MAX_WAIT:
+        raise M3terConfigError(
+            f"ingest_failures_wait {wait!r}: give seconds from 0 to {MAX_WAIT:.0f} "
+            "(m3ter usually validates within a minute)."
+        )
+    return float(wait)
+
+
 def check_mode(mode: object) -> str:
     """``mode`` when it is one of off/warn/fail; else a clear error."""
     if mode not in MODES:
         raise M3terConfigError(f"check_ingest_failures {mode!r}: give one of {', '.join(MODES)}.")
     return str(mode)
-
-
-def submitted_uids(rows: Iterable[Mapping[str, Any]], uid_for: Callable[[int], str]) -> list[str]:
-    """The uid each row is sent with: its own ``uid``, else ``uid_for(position)``."""
-    return [row.get("uid") or uid_for(position) for position, row in enumerate(rows)]
 
 
 # -- reading one Event ---------------------------------------------------------------------------

@@ -147,25 +147,63 @@ class M3terHook(BaseHook):
 
     def submit_measurements(
         self,
-        measurements: Iterable[Mapping[str, Any]],
+        measurements: Iterable[Mapping[str, Any]] | Any,
         *,
         uid_namespace: str | None = None,
         concurrency: int = DEFAULT_INGEST_CONCURRENCY,
+        check_ingest_failures: str = "off",
+        ingest_failures_wait: float = 60.0,
     ) -> dict[str, Any]:
-        """Validate, then post measurements to the ingest API within m3ter's limits.
+        """Validate, then post measurements to the ingest API within m3ter's limits, each counted once.
 
-        Every measurement is checked first (``account``, ``meter``, ``ts`` required, lengths within
-        the spec's limits); nothing is sent if one is bad. Batches hold at most 1,000 measurements
-        and fewer than 512,000 bytes.
+        Every measurement is checked first against m3ter's schema (``account``, ``meter``, ``ts``
+        required; codes up to 80 characters, ``uid`` up to 50; RFC 3339 date-times with an offset;
+        string and number maps); nothing is sent if one is bad. The encoded batches (at most 1,000
+        measurements, under 512,000 bytes each) wait in a temporary file, so memory stays flat.
 
-        :param uid_namespace: give measurements without a ``uid`` one derived from this string and
-            their position, so re-running the same submission does not double-count.
+        Every measurement sent has a uid. One without gets a uid derived from ``uid_namespace``, its
+        content and its occurrence among identical rows (never its position), so a re-run with the
+        same namespace, rows reordered or added, re-sends the same uids and m3ter counts each once.
+        A changed value is new content: m3ter keeps both rows (send a compensating measurement to
+        correct one). Without a namespace the call uses a random one: its own retries are safe.
+
+        :param measurements: an iterable of dicts (a list, a generator), or a JSON Lines or CSV file
+            (``pathlib.Path``, ``ObjectStoragePath``, ``m3ter_provider.ingest.MeasurementFile``).
+        :param uid_namespace: fixes the derived uids; give the task instance's (dag, task, run, map
+            index) so a retried task re-sends the same uids.
         :param concurrency: batches in flight at once (1 to 10, default 4).
-        :return: ``{"measurements": n, "requests": k, "bytes": b}``.
+        :param check_ingest_failures: m3ter answers 200 for a batch and validates its measurements
+            afterwards (an unknown Meter, a missing Data Field...), recording refusals as
+            ``ingest.validation.failure`` Events. ``"off"`` (default) trusts the 200s; ``"warn"``
+            or ``"fail"`` read those Events for this call's uids for up to
+            ``ingest_failures_wait`` seconds and log, or raise, the count and the first reasons.
+        :param ingest_failures_wait: seconds to keep reading failures (``"fail"``: the first found
+            end the wait); finite, at most an hour.
+        :return: ``{"measurements": n, "requests": k, "bytes": b}``, plus ``rejected`` (None when
+            not checked), ``duplicates`` and ``rejections`` (the first few) when checked.
+        :raises M3terIngestError: a request failed part-way: it names how many measurements and
+            batches m3ter accepted; re-run with the same namespace to send the rest.
         """
-        return self.client.submit_measurements(
-            measurements, uid_namespace=uid_namespace, concurrency=concurrency
+        from m3ter_provider import ingest_failures
+
+        mode = ingest_failures.check_mode(check_ingest_failures)
+        wait = ingest_failures.check_wait(ingest_failures_wait)
+        after_send = None
+        if mode != "off":
+            started = dt.datetime.now(dt.timezone.utc)
+
+            def after_send(spool: Any) -> dict[str, Any]:
+                # the spool holds every uid sent: failures are matched to it without a uid list
+                return ingest_failures.check_ingest_failures(
+                    self, uids=spool, start=started, mode=mode, wait=wait, logger=self.log
+                )
+
+        summary = self.client.submit_measurements(
+            measurements, uid_namespace=uid_namespace, concurrency=concurrency, after_send=after_send
         )
+        if mode == "off":
+            summary.update(rejected=None, duplicates=None, rejections=[])
+        return summary
 
     # ---------------------------------------------------------------- long-running jobs
     def get_job(self, kind: str | JobKind, job_id: str) -> dict[str, Any]:

@@ -3,30 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json as jsonlib
 from collections.abc import Callable, Sequence
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator
 
-from m3ter_provider.client import DEFAULT_INGEST_CONCURRENCY
 from m3ter_provider.errors import M3terConfigError
 from m3ter_provider.hooks.m3ter import M3terHook
-from m3ter_provider.ingest import deterministic_uid
-from m3ter_provider.ingest_failures import check_ingest_failures, check_mode, submitted_uids
 from m3ter_provider.jobs import BILL_JOB, DATA_EXPORT, data_export_body
 from m3ter_provider.links import M3terConsoleLink, persist_console_link
 from m3ter_provider.operators._base import FILE_EXPIRED, M3terHookMixin, M3terJobOperatorBase, templated
-from m3ter_provider.operators._inputs import (
-    as_id_list,
-    measurements_from_value,
-    open_path,
-    parse_rendered,
-    read_measurements_file,
-)
-from m3ter_provider.operators._lineage import M3terExportLineageMixin, M3terSubmitLineageMixin
+from m3ter_provider.operators._inputs import as_id_list, open_path, parse_rendered
+from m3ter_provider.operators._lineage import M3terExportLineageMixin
+from m3ter_provider.operators.measurements import M3terSubmitMeasurementsOperator
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -124,100 +114,6 @@ class M3terOperator(M3terHookMixin, BaseOperator):
                     f"the result of {self.method} {endpoint} is not JSON-serialisable ({exc}): make "
                     "response_filter return lists, dicts, strings and numbers, or set do_xcom_push=False."
                 ) from None
-        return result
-
-
-class M3terSubmitMeasurementsOperator(M3terSubmitLineageMixin, BaseOperator):
-    """Send measurements to m3ter's ingest API, batched within its limits.
-
-    Measurements come from ``measurements`` (a list, or an XCom, e.g. ``"{{ ti.xcom_pull('build') }}"``
-    or ``build_task.output``) or from ``measurements_file`` (JSON Lines or CSV; a local path, an
-    ``ObjectStoragePath``, or a ``scheme://`` URL). A measurement without a ``uid`` gets one fixed by
-    the task instance (dag id, task id, run id, map index) and its position in the input, so a retried
-    task re-sends the same uids and m3ter ingests each measurement once.
-
-    Returns ``{"measurements": n, "requests": k, "bytes": b, "rejected": r, ...}``.
-
-    m3ter answers 200 for a batch and validates its measurements afterwards: a measurement for an
-    unknown Meter (or a near-miss Account code, a missing Data Field...) is then refused and recorded
-    as an ``ingest.validation.failure`` Event, never billed. With ``check_ingest_failures`` the task
-    reads those Events for the uids it sent (for up to ``ingest_failures_wait`` seconds) and warns or
-    fails with the count and the first reasons; ``rejected`` (None when not checked), ``duplicates``
-    (re-sent uids m3ter had already ingested) and ``rejections`` (the first few) join the result.
-
-    :param measurements: the measurements (dicts with ``account``, ``meter``, ``ts``...). (templated)
-    :param measurements_file: a file of measurements instead. (templated)
-    :param file_format: ``"jsonl"`` or ``"csv"``; by default taken from the file's suffix.
-    :param concurrency: measurement batches in flight at once (1 to 10, default 4).
-    :param check_ingest_failures: ``"off"`` (default), ``"warn"`` or ``"fail"``.
-    :param ingest_failures_wait: seconds to keep reading failures after submitting (m3ter validates
-        asynchronously; in ``"fail"`` mode the first failures found end the wait). Default 60.
-    :param m3ter_conn_id: the m3ter connection id.
-    """
-
-    template_fields: Sequence[str] = ("measurements", "measurements_file")
-    operator_extra_links = (M3terConsoleLink(),)
-
-    def __init__(
-        self,
-        *,
-        measurements: Any = None,
-        measurements_file: Any = None,
-        file_format: str | None = None,
-        concurrency: int = DEFAULT_INGEST_CONCURRENCY,
-        check_ingest_failures: str = "off",
-        ingest_failures_wait: float = 60.0,
-        m3ter_conn_id: str = M3terHook.default_conn_name,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.check_ingest_failures = check_mode(check_ingest_failures)
-        if (
-            isinstance(ingest_failures_wait, bool)
-            or not isinstance(ingest_failures_wait, (int, float))
-            or (ingest_failures_wait < 0)
-        ):
-            raise M3terConfigError(f"ingest_failures_wait {ingest_failures_wait!r}: give seconds, 0 or more.")
-        self.ingest_failures_wait = float(ingest_failures_wait)
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 10:
-            raise M3terConfigError(f"concurrency {concurrency!r}: give a whole number from 1 to 10.")
-        if (measurements is None) == (measurements_file is None):
-            raise M3terConfigError(
-                "give exactly one of measurements (a list or an XCom) or measurements_file (a path)."
-            )
-        self.measurements = measurements
-        self.measurements_file = measurements_file
-        self.file_format = file_format
-        self.concurrency = concurrency
-        self.m3ter_conn_id = m3ter_conn_id
-
-    @cached_property
-    def hook(self) -> M3terHook:
-        return M3terHook(m3ter_conn_id=self.m3ter_conn_id)
-
-    def execute(self, context: Context) -> dict[str, Any]:
-        if self.measurements_file is not None:
-            rows = read_measurements_file(self.measurements_file, self.file_format)
-            self.log.info("Read %d measurements from %s.", len(rows), self.measurements_file)
-        else:
-            rows = measurements_from_value(self.measurements)
-        ti = context["ti"]
-        map_index = getattr(ti, "map_index", -1)
-        namespace = jsonlib.dumps(
-            [ti.dag_id, ti.task_id, context["run_id"], -1 if map_index is None else map_index]
-        )
-        persist_console_link(context, self.hook.console_url)
-        started = dt.datetime.now(dt.timezone.utc)
-        summary = self.hook.submit_measurements(rows, uid_namespace=namespace, concurrency=self.concurrency)
-        result = {key: summary[key] for key in ("measurements", "requests", "bytes")}
-        # uids as today's ingest assigns them (a row's own uid, else namespace + position)
-        uids = submitted_uids(rows, functools.partial(deterministic_uid, namespace))
-        result.update(
-            check_ingest_failures(
-                self.hook, uids=uids, start=started, mode=self.check_ingest_failures,
-                wait=self.ingest_failures_wait, logger=self.log,
-            )
-        )  # fmt: skip
         return result
 
 

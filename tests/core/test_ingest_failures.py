@@ -127,3 +127,51 @@ def test_the_hook_reads_the_emulators_failures(monkeypatch: pytest.MonkeyPatch) 
         assert {f["error_type"] for f in failures} == {"UndefinedMeter"}
         assert hook.get_ingest_failures(start=start, uids=["u3", "u4"])[0]["uid"] == "u3"
         assert hook.get_ingest_failures(start=start + dt.timedelta(hours=1)) == []
+
+
+def test_a_spool_picks_its_own_uids_out_of_candidates() -> None:
+    """The check matches Events to a submission by streaming its spool, not by holding its uids."""
+    from m3ter_provider.ingest import spool_measurements
+
+    rows = [{"account": "acme", "meter": "calls", "ts": "2026-01-01T00:00:00Z", "measure": {"n": i}}
+            for i in range(2500)] + [{"uid": 'quo"te', "account": "acme", "meter": "calls",
+                                      "ts": "2026-01-01T00:00:00Z"}]  # fmt: skip
+    with spool_measurements(rows, uid_namespace="ns", max_items=1000) as spool:
+        assert len(spool) == 3 and spool.measurements == 2501
+        first, last = _uids_of(spool.body(0))[0], _uids_of(spool.body(2))[-2]
+        assert spool.uids_among({first, last, "someone-else", 'quo"te'}) == {first, last, 'quo"te'}
+        assert spool.uids_among(set()) == set()
+
+
+def _uids_of(body: bytes) -> list[str]:
+    import json
+
+    return [m.get("uid") for m in json.loads(body)["measurements"]]
+
+
+def test_the_hook_checks_its_own_submission_and_not_another(monkeypatch: pytest.MonkeyPatch) -> None:
+    """hook.submit_measurements(check_ingest_failures=...) from a @task: only this call's refusals."""
+    from m3ter_provider.hooks.m3ter import M3terHook
+
+    with M3terEmulator() as emu:
+        monkeypatch.setenv("AIRFLOW_CONN_M3TER_DEFAULT", emu.airflow_conn_json())
+        emu.seed("meters", [{"code": "calls", "name": "Calls", "dataFields": [], "derivedFields": []}])
+        hook = M3terHook()
+        other = [{"account": "acme", "meter": "nope", "ts": "2026-01-01T00:00:00Z"}]
+        hook.submit_measurements(other, uid_namespace="another task")  # refused too, same window
+        rows = [{"account": "acme", "meter": "calls" if i % 3 else "nope",
+                 "ts": f"2026-01-01T00:00:0{i}Z"} for i in range(9)]  # fmt: skip
+        summary = hook.submit_measurements(rows, check_ingest_failures="warn", ingest_failures_wait=0)
+        assert summary["measurements"] == 9 and summary["rejected"] == 3
+        assert {r["error_type"] for r in summary["rejections"]} == {"UndefinedMeter"}
+        unchecked = hook.submit_measurements(rows[:1])
+        assert unchecked["rejected"] is None
+
+
+@pytest.mark.parametrize("wait", [float("nan"), float("inf"), -1, 3601, "60", True])
+def test_the_wait_must_be_finite_seconds(wait) -> None:
+    from m3ter_provider.errors import M3terConfigError
+    from m3ter_provider.ingest_failures import check_wait
+
+    with pytest.raises(M3terConfigError, match="ingest_failures_wait"):
+        check_wait(wait)

@@ -17,6 +17,7 @@ from m3ter_provider.errors import (
     M3terAuthError,
     M3terConfigError,
     M3terError,
+    M3terIngestError,
     M3terResponseError,
     M3terTransportError,
 )
@@ -74,8 +75,10 @@ def test_an_ingest_url_answering_301_sends_nothing_silently(server):
     server.answer(MEASUREMENTS, Answer(status=301, body=b"", headers={"Location": "https://ingest.example/"}))
     client = make_client(server.url)
     rows = [{"account": "a", "meter": "m", "ts": "2026-01-01T00:00:00Z", "uid": f"u{i}"} for i in range(5)]
-    with pytest.raises(M3terResponseError, match="HTTP 301"):
+    with pytest.raises(M3terIngestError, match="HTTP 301") as err:
         client.submit_measurements(rows)
+    assert isinstance(err.value.cause, M3terResponseError)
+    assert err.value.accepted_measurements == 0 and err.value.total_measurements == 5
 
 
 def test_an_html_200_is_never_returned_as_text(server):

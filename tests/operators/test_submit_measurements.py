@@ -1,13 +1,16 @@
-"""M3terSubmitMeasurementsOperator: inputs, batching, deterministic uids, and retries counted once."""
+"""M3terSubmitMeasurementsOperator and the hook's ingest: inputs, uids, partial failures, retries."""
 
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from airflow.providers.common.compat.sdk import ObjectStoragePath
 
-from m3ter_provider.errors import M3terConfigError, M3terTransportError, M3terValidationError
+from m3ter_provider.errors import M3terConfigError, M3terValidationError
+from m3ter_provider.hooks.m3ter import M3terHook
+from m3ter_provider.ingest import M3terIngestError
 from m3ter_provider.operators.m3ter import M3terSubmitMeasurementsOperator
 from tests.operators.helpers import make_context, measurement, set_connection
 
@@ -37,7 +40,7 @@ def test_an_xcom_rendered_to_text_is_read_back(emu):
     assert [m["measure"]["calls"] for m in emu.measurements()] == [0.0, 1.0, 2.0]
 
 
-def test_uids_are_fixed_by_task_instance_and_position(emu):
+def test_uids_are_fixed_by_task_instance_and_content(emu):
     rows = [measurement(i) for i in range(4)]
     op = M3terSubmitMeasurementsOperator(task_id="push", measurements=rows)
     submit(op, run_id="run-a")
@@ -67,9 +70,11 @@ def test_a_retry_after_a_lost_answer_resends_the_same_uids_and_m3ter_counts_once
     op = M3terSubmitMeasurementsOperator(task_id="push", measurements=rows)
     emu.add_fault("POST /organizations/{orgId}/measurements", delay=0.01, times=1)  # first: fine
     emu.add_fault("POST /organizations/{orgId}/measurements", delay=1.0, times=1)  # second: answer lost
-    with pytest.raises(M3terTransportError):
+    with pytest.raises(M3terIngestError) as err:
         submit(op, try_number=1)
-    submit(op, try_number=2)
+    assert err.value.accepted_measurements in (0, 500, 1000)  # the lost answer's batch is not counted
+    summary = submit(op, try_number=2)
+    assert (summary["measurements"], summary["requests"]) == (1500, 2)
     stats = emu.stats()
     assert stats["measurements_stored"] == 1500
     assert len({m["uid"] for m in emu.measurements()}) == 1500
@@ -121,8 +126,8 @@ def test_a_bad_measurement_sends_nothing(emu):
     [
         ("account,meter,ts,colour\n", ".csv", "unknown column 'colour'"),
         ("account,meter,ts,measure.gb\nacme,m,2026-01-01T00:00:00Z,lots\n", ".csv", "line 2.*'measure.gb'"),
-        ('{"account": "a"}\nnot json\n', ".jsonl", "line 2: not valid JSON"),
-        ("[1, 2]\n", ".jsonl", "line 1: expected a JSON object"),
+        (json.dumps(measurement(0)) + "\nnot json\n", ".jsonl", "line 2: not valid JSON"),
+        ("[1, 2]\n", ".jsonl", "line 1: .*must be a dict"),
     ],
 )
 def test_bad_files_name_the_line_or_column(emu, tmp_path, content, suffix, message):
@@ -150,3 +155,90 @@ def test_concurrency_is_checked_when_the_dag_is_parsed(concurrency):
 
     with pytest.raises(M3terConfigError, match="concurrency"):
         M3terSubmitMeasurementsOperator(task_id="push", measurements=[], concurrency=concurrency)
+
+
+MEASUREMENTS = "POST /organizations/{orgId}/measurements"
+
+
+def test_reordered_and_added_rows_are_stored_once_per_distinct_row(emu):
+    a, b, c = measurement(1), measurement(2), measurement(3)
+    op = M3terSubmitMeasurementsOperator(task_id="push", measurements=[a, b])
+    submit(op)
+    op = M3terSubmitMeasurementsOperator(task_id="push", measurements=[c, a, b, b])  # late row, a repeat
+    submit(op)
+    stored = sorted(m["measure"]["calls"] for m in emu.measurements())
+    assert stored == [1.0, 2.0, 2.0, 3.0]  # C added, the second B is a real second event
+    assert emu.stats()["measurements_duplicates"] == 2
+
+
+@pytest.mark.parametrize("namespace", ["dag/task/run/-1", None])
+def test_an_answer_slower_than_the_timeout_is_retried_and_stored_once(emu, monkeypatch, namespace):
+    set_connection(monkeypatch, emu, max_retries=2, timeout=0.5)
+    emu.add_fault(MEASUREMENTS, delay=1.0, times=1)  # m3ter stores it, the answer comes too late
+    rows = [measurement(i) for i in range(3)]
+    summary = M3terHook().submit_measurements(rows, uid_namespace=namespace)
+    assert summary["measurements"] == 3
+    for _ in range(100):  # the slow first answer is still on its way: let the emulator finish it
+        stats = emu.stats()
+        if stats["measurements_received"] >= 6:
+            break
+        time.sleep(0.05)
+    assert stats["measurements_received"] == 6  # sent twice
+    assert stats["measurements_stored"] == 3
+    assert all(m.get("uid") for m in emu.measurements())
+
+
+@pytest.mark.parametrize("namespace", ["dag/task/run/-1", None])
+def test_a_refused_middle_batch_names_what_was_accepted_and_a_rerun_completes_it(emu, namespace):
+    rows = [measurement(i, account=f"acct-{i // 1000}") for i in range(5000)]
+    emu.add_fault(MEASUREMENTS, delay=0.001, times=2)  # the first two pass
+    emu.add_fault(MEASUREMENTS, status=400, times=1)  # the third is refused
+    hook = M3terHook()
+    with pytest.raises(M3terIngestError, match=r"accepted 2,000 of 5,000 measurements \(in 2 of 5") as err:
+        hook.submit_measurements(rows, uid_namespace=namespace, concurrency=1)
+    assert (err.value.accepted_measurements, err.value.accepted_batches) == (2000, 2)
+    assert err.value.cause.status == 400
+    assert emu.stats()["measurements_stored"] == 2000
+    resumed = hook.submit_measurements(rows, uid_namespace=err.value.uid_namespace, concurrency=1)
+    assert resumed["measurements"] == 5000 and resumed["requests"] == 5
+    assert emu.stats()["measurements_stored"] == 5000
+    if namespace is None:
+        assert "uid_namespace='random:" in str(err.value)
+
+
+def test_null_and_bad_uids_are_refused_before_anything_is_sent(emu):
+    for uid in (None, "", 7, "u" * 51):
+        op = M3terSubmitMeasurementsOperator(
+            task_id="push", measurements=[measurement(0), {**measurement(1), "uid": uid}]
+        )
+        with pytest.raises(M3terValidationError, match=r"measurement #1: 'uid'"):
+            submit(op)
+    assert emu.stats()["measurement_requests"] == 0
+
+
+def test_a_generator_is_sent_lazily(emu):
+    op = M3terSubmitMeasurementsOperator(task_id="push", measurements=(measurement(i) for i in range(1200)))
+    assert submit(op)["measurements"] == 1200
+    assert emu.stats()["measurements_stored"] == 1200
+
+
+def test_a_literal_list_is_not_rendered(emu):
+    rows = [{**measurement(i), "metadata": {"note": "{{ ds }} stays"}} for i in range(20_000)]
+    snapshot = json.dumps(rows)
+    op = M3terSubmitMeasurementsOperator(task_id="push", measurements=rows)
+    context = make_context(op, ds="2026-01-01")
+    op.render_template_fields(context)
+    assert op.measurements is rows
+    assert json.dumps(op.measurements) == snapshot  # "{{ ds }}" is data here, not a template
+    generator = (row for row in rows[:3])
+    op = M3terSubmitMeasurementsOperator(task_id="push", measurements=generator)
+    op.render_template_fields(make_context(op))
+    assert op.measurements is generator
+
+
+def test_a_file_path_template_is_still_rendered(emu, tmp_path):
+    (tmp_path / "2026-01-01.jsonl").write_text(json.dumps(measurement(1)) + "\n")
+    op = M3terSubmitMeasurementsOperator(task_id="push", measurements_file=str(tmp_path) + "/{{ ds }}.jsonl")
+    context = make_context(op, ds="2026-01-01")
+    op.render_template_fields(context)
+    assert op.execute(context)["measurements"] == 1

@@ -1,0 +1,136 @@
+"""Measurement ingest that bills exactly once, in flat memory (no Airflow import).
+
+:func:`submit` validates every measurement against m3ter's schema and encodes it (msgspec, in C),
+packs the JSON into request bodies spooled to a temporary file, and only then sends them: bad
+input sends nothing, and memory stays flat however many measurements there are.
+
+**Every measurement sent carries a uid**, and m3ter ingests a re-sent uid once within 35 days: that
+is what makes retries and re-runs safe. A measurement without a ``uid`` gets one derived from the
+``uid_namespace``, its canonical content (sorted keys, date-times in UTC, numbers as floats) and
+its occurrence among identical rows in this input (see :mod:`.uids`), never from its position:
+re-running with rows reordered or added re-sends the same uids for the rows already sent. Without
+a namespace the call makes a random one of its own, so its own retries are safe but a second call
+is not (give a namespace, e.g. the task instance's, to make re-runs safe).
+
+**Corrections.** A row whose value changed is new content, so it gets a new uid and m3ter keeps
+both the old and the new measurement. To correct usage already sent, send a compensating
+measurement (the difference, or a negative value, as a new row) or fix it in m3ter itself;
+re-sending the corrected row does not replace the old one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from m3ter_provider.errors import M3terValidationError
+from m3ter_provider.ingest.schema import (
+    KNOWN_FIELDS,
+    MAX_CODE_LENGTH,
+    MAX_MEASUREMENTS_PER_REQUEST,
+    MAX_REQUEST_BYTES,
+    MAX_UID_LENGTH,
+    NUMBER_MAPS,
+    STRING_MAPS,
+)
+from m3ter_provider.ingest.sender import (
+    DEFAULT_CONCURRENCY,
+    M3terIngestError,
+    Progress,
+    check_concurrency,
+    plural,
+    send_spool,
+)
+from m3ter_provider.ingest.sources import MeasurementFile, chunks_of, file_format_of
+from m3ter_provider.ingest.spool import Spool
+from m3ter_provider.ingest.uids import UidAssigner, random_namespace, uid_for
+
+__all__ = [
+    "DEFAULT_CONCURRENCY",
+    "KNOWN_FIELDS",
+    "MAX_CODE_LENGTH",
+    "MAX_MEASUREMENTS_PER_REQUEST",
+    "MAX_REQUEST_BYTES",
+    "MAX_UID_LENGTH",
+    "NUMBER_MAPS",
+    "STRING_MAPS",
+    "M3terIngestError",
+    "MeasurementFile",
+    "Progress",
+    "Spool",
+    "check_concurrency",
+    "file_format_of",
+    "plural",
+    "spool_measurements",
+    "submit",
+    "uid_for",
+]
+
+log = logging.getLogger(__name__)
+
+
+def spool_measurements(
+    measurements: Iterable[Mapping[str, Any]] | Any,
+    *,
+    uid_namespace: str,
+    max_items: int = MAX_MEASUREMENTS_PER_REQUEST,
+    max_bytes: int = MAX_REQUEST_BYTES,
+) -> Spool:
+    """Validate, give uids, encode and pack every measurement into a :class:`Spool` (nothing sent).
+
+    :raises M3terValidationError: on the first bad measurement (naming its row and field) or one
+        too large to send alone.
+    """
+    spool = Spool(max_items=max_items, max_bytes=max_bytes)
+    try:
+        assigner = UidAssigner(uid_namespace)
+        for structs, label in chunks_of(measurements):
+            spool.add(assigner.encode(structs), label)
+        spool.finish()
+    except BaseException:
+        spool.close()
+        raise
+    return spool
+
+
+def submit(
+    client: Any,
+    measurements: Iterable[Mapping[str, Any]] | Any,
+    *,
+    uid_namespace: str | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    max_items: int = MAX_MEASUREMENTS_PER_REQUEST,
+    max_bytes: int = MAX_REQUEST_BYTES,
+    after_send: Callable[[Spool], Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Validate and spool every measurement, then post the bodies, ``concurrency`` at a time.
+
+    :param client: an :class:`~m3ter_provider.client.M3terClient` (its ``url`` and ``send``).
+    :param measurements: an iterable of dicts (a list, a generator), or a JSON Lines or CSV file
+        (a ``pathlib.Path``, an ``ObjectStoragePath`` or a :class:`MeasurementFile`); read lazily.
+    :param uid_namespace: fixes the derived uids (see the module doc); default: a random one.
+    :param concurrency: requests in flight at once, 1 to 10.
+    :param after_send: called with the spool once every body was accepted, before the spool is
+        deleted (e.g. to match ingest failure Events to this submission's uids); what it returns
+        joins the summary.
+    :return: ``{"measurements": n, "requests": k, "bytes": b}``.
+    :raises M3terValidationError: bad input; nothing was sent.
+    :raises M3terIngestError: a request failed; it says how many measurements m3ter accepted.
+    """
+    check_concurrency(concurrency)
+    if uid_namespace is not None and (not isinstance(uid_namespace, str) or not uid_namespace):
+        raise M3terValidationError("uid_namespace must be a non-empty string (or None).")
+    namespace = uid_namespace if uid_namespace is not None else random_namespace()
+    with spool_measurements(
+        measurements, uid_namespace=namespace, max_items=max_items, max_bytes=max_bytes
+    ) as spool:
+        log.info(
+            "Validated %s into %s; sending.",
+            plural(spool.measurements, "measurement"),
+            plural(len(spool), "request body", "request bodies"),
+        )
+        summary = send_spool(client, spool, concurrency=concurrency, uid_namespace=namespace, log=log)
+        if after_send is not None:
+            summary.update(after_send(spool))
+        return summary

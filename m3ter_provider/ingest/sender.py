@@ -1,0 +1,132 @@
+"""Sending spooled bodies to m3ter's ingest API, some in flight at once, and saying what landed."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+import time
+from typing import Any
+
+from m3ter_provider.errors import M3terConfigError, M3terError, M3terIngestError
+from m3ter_provider.ingest.spool import Spool
+
+#: measurement batches in flight at once by default
+DEFAULT_CONCURRENCY = 4
+MAX_CONCURRENCY = 10
+
+
+def plural(count: int, one: str, many: str | None = None) -> str:
+    """``"1 request"``, ``"3 requests"``, ``"1,000 batches"``."""
+    return f"{count:,} {one if count == 1 else (many or one + 's')}"
+
+
+def check_concurrency(concurrency: Any) -> int:
+    if (
+        isinstance(concurrency, bool)
+        or not isinstance(concurrency, int)
+        or not 1 <= concurrency <= MAX_CONCURRENCY
+    ):
+        raise M3terConfigError(
+            f"concurrency {concurrency!r}: give a whole number from 1 to {MAX_CONCURRENCY}."
+        )
+    return concurrency
+
+
+class Progress:
+    """Log long uploads in a few lines: at most one every 10 % or 30 s, and the total at the end."""
+
+    def __init__(self, total: int, logger: logging.Logger, *, every_seconds: float = 30.0) -> None:
+        self.total = total
+        self.sent = 0
+        self.requests = 0
+        self.bytes = 0
+        self.log = logger
+        self.started = time.monotonic()
+        self._next_fraction = 0.1
+        self._next_time = self.started + every_seconds
+        self._every = every_seconds
+
+    def update(self, count: int, size: int) -> None:
+        self.sent += count
+        self.requests += 1
+        self.bytes += size
+        now = time.monotonic()
+        if self.sent >= self.total:
+            return
+        if self.sent / max(self.total, 1) >= self._next_fraction or now >= self._next_time:
+            self.log.info(
+                "%s of %s measurements sent in %s.",
+                f"{self.sent:,}",
+                f"{self.total:,}",
+                plural(self.requests, "request"),
+            )
+            while self._next_fraction <= self.sent / max(self.total, 1):
+                self._next_fraction += 0.1
+            self._next_time = now + self._every
+
+    def done(self) -> None:
+        elapsed = time.monotonic() - self.started
+        self.log.info(
+            "Sent %s to m3ter in %s (%.1f s).",
+            plural(self.sent, "measurement"),
+            plural(self.requests, "request"),
+            elapsed,
+        )
+
+
+def send_spool(
+    client: Any, spool: Spool, *, concurrency: int, uid_namespace: str, log: logging.Logger
+) -> dict[str, Any]:
+    """POST every spooled body, ``concurrency`` at a time; stop at the first failure.
+
+    :raises M3terIngestError: a request failed after its retries; it says what m3ter accepted.
+    """
+    url = client.url("measurements", ingest_api=True)
+    progress = Progress(spool.measurements, log)
+    lock = threading.Lock()
+    failed = threading.Event()
+
+    def post(index: int) -> None:
+        if failed.is_set():
+            return
+        body = spool.body(index)
+        try:
+            client.send("POST", url, body=body, idempotent=True)
+        except BaseException:
+            failed.set()
+            raise
+        with lock:
+            progress.update(spool.count(index), len(body))
+
+    error: BaseException | None = None
+    workers = min(concurrency, len(spool))
+    if workers <= 1:
+        for index in range(len(spool)):
+            try:
+                post(index)
+            except BaseException as exc:
+                error = exc
+                break
+    else:
+        with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="m3ter-ingest") as pool:
+            futures = [pool.submit(post, index) for index in range(len(spool))]
+            for future in concurrent.futures.as_completed(futures):
+                exc = None if future.cancelled() else future.exception()
+                if exc is not None and error is None:
+                    error = exc
+                    for other in futures:
+                        other.cancel()
+    if error is not None:
+        if not isinstance(error, M3terError):
+            raise error
+        raise M3terIngestError(
+            error,
+            accepted_measurements=progress.sent,
+            accepted_batches=progress.requests,
+            total_measurements=spool.measurements,
+            total_batches=len(spool),
+            uid_namespace=uid_namespace,
+        ) from error
+    progress.done()
+    return {"measurements": progress.sent, "requests": progress.requests, "bytes": progress.bytes}
