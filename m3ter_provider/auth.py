@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import requests
@@ -44,6 +44,12 @@ class Credentials:
         fingerprint = hmac.new(self.api_secret.encode(), self.access_key_id.encode(), hashlib.sha256)
         return (self.token_url, self.access_key_id, fingerprint.hexdigest())
 
+    @property
+    def store_key(self) -> str:
+        """A hex sha256 over (token URL, access key id, secret fingerprint): names shared token files
+        without revealing the key id or the secret."""
+        return hashlib.sha256("\0".join(self.cache_key).encode()).hexdigest()
+
 
 @dataclasses.dataclass(frozen=True)
 class Token:
@@ -71,6 +77,21 @@ class _Entry:
 ExchangeFn = Callable[[Credentials], Token]
 
 
+class SharedTokenStore(Protocol):
+    """Tokens shared between processes (``[m3ter] token_cache_dir``; see ``m3ter_provider.token_store``)."""
+
+    def fetch(
+        self, key: str, exchange: Callable[[], tuple[str, float]], *, valid_until: float
+    ) -> tuple[str, float]:
+        """Return (token value, expiry as time.time() seconds): a token another process saved
+        that is still valid at wall-clock time `valid_until`, or else run `exchange()` under a
+        cross-process lock (re-checking the saved token first), save its result and return it.
+        `exchange` raises M3terError subclasses; fetch lets them propagate."""
+
+    def discard(self, key: str, value: str) -> None:
+        """Forget the saved token if it is `value` (m3ter refused it)."""
+
+
 class TokenCache:
     """Tokens per credential set, with single-flight exchange and refresh ahead of expiry."""
 
@@ -79,6 +100,7 @@ class TokenCache:
         self.clock = clock
         self._entries: dict[tuple[str, str, str], _Entry] = {}
         self._entries_lock = threading.Lock()
+        self._shared_store: SharedTokenStore | None = None
 
     def _entry(self, credentials: Credentials) -> _Entry:
         key = credentials.cache_key
@@ -105,12 +127,11 @@ class TokenCache:
             entry.attempts += 1
             entry.error = None
             try:
-                token = exchange(credentials)
+                token = self._obtain(credentials, exchange, entry)
             except M3terError as exc:
                 entry.error = exc
                 raise
             entry.token, entry.error = token, None
-            entry.exchanges += 1
             return token
 
     def invalidate(self, credentials: Credentials, token: Token) -> None:
@@ -119,6 +140,36 @@ class TokenCache:
         with entry.lock:
             if entry.token is token:
                 entry.token = None
+        store = self._shared_store
+        if store is not None:
+            store.discard(credentials.store_key, token.value)
+
+    # -------- shared token store hook point (i9's minimal version; i7b's TokenCache rewrite replaces it)
+    def set_shared_store(self, store: SharedTokenStore | None) -> None:
+        """Share tokens with other processes through ``store`` (``None``: this process only)."""
+        self._shared_store = store
+
+    def _obtain(self, credentials: Credentials, exchange: ExchangeFn, entry: _Entry) -> Token:
+        """Exchange (counted in ``entry``), or take another process's token from the shared store."""
+        store = self._shared_store
+        if store is None:
+            token = exchange(credentials)
+            entry.exchanges += 1
+            return token
+
+        def exchange_wall_clock() -> tuple[str, float]:
+            token = exchange(credentials)
+            entry.exchanges += 1
+            return token.value, time.time() + (token.expires_at - self.clock())
+
+        value, wall_expiry = store.fetch(
+            credentials.store_key, exchange_wall_clock, valid_until=time.time() + REFRESH_AHEAD_MAX
+        )
+        remaining = wall_expiry - time.time()
+        expires_at = self.clock() + remaining
+        return Token(value=value, expires_at=expires_at, refresh_at=expires_at - refresh_ahead(remaining))
+
+    # -------- end of the shared token store hook point
 
     def exchanges(self, credentials: Credentials) -> int:
         """How many successful exchanges this process made for ``credentials``."""

@@ -166,7 +166,8 @@ class M3terJobTrigger(BaseTrigger):
             except httpx.TransportError as exc:
                 raise _Transient(f"no answer from m3ter ({type(exc).__name__})") from None
             if response.status_code in (401, 403) and not refreshed:
-                hook.invalidate_token(token)
+                # off the event loop: with [m3ter] token_cache_dir this also locks and edits a file
+                await asyncio.to_thread(hook.invalidate_token, token)
                 refreshed = True
                 continue
             if response.status_code in TRANSIENT_STATUSES:
