@@ -6,15 +6,17 @@ import asyncio
 import random
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from m3ter_provider.client import RETRY_STATUSES, retry_after_seconds
 from m3ter_provider.errors import M3terError, M3terTransportError, m3ter_message
 from m3ter_provider.hooks.m3ter import M3terHook
 from m3ter_provider.jobs import get_kind
+
+if TYPE_CHECKING:
+    import httpx  # imported when the trigger runs, not when a DAG file is parsed
 
 #: answers after which a poll is worth repeating: the client's retry statuses, plus 408 and 425
 TRANSIENT_STATUSES = RETRY_STATUSES | {408, 425}
@@ -100,6 +102,8 @@ class M3terJobTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         job_kind = get_kind(self.kind)
         name = f"m3ter {job_kind.title} {self.job_id}"
+        import httpx
+
         try:
             hook = M3terHook(m3ter_conn_id=self.m3ter_conn_id)
             client = await hook.aget_client()
@@ -153,6 +157,8 @@ class M3terJobTrigger(BaseTrigger):
 
     async def _get(self, http: httpx.AsyncClient, hook: M3terHook, url: str) -> dict[str, Any]:
         """One authenticated GET; a refused token is exchanged once; transient trouble raises _Transient."""
+        import httpx
+
         refreshed = False
         while True:
             try:
