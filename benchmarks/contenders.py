@@ -246,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--case", action="append", choices=("reads", "listing", "ingest"), help="run only these (repeatable)"
+    )
     args = parser.parse_args(argv)
     reads, accounts, rows = (60, 2_000, 2_000) if args.quick else (300, 20_000, 20_000)
     os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="m3ter-bench-airflow-"))
@@ -264,8 +267,13 @@ def main(argv: list[str] | None = None) -> int:
         ).json()["data"]
         account_id = seeded[0]["id"]
 
-        read_runs = run_case(
-            emu, contenders, args.rounds, lambda name, _: contenders.reader(name, account_id, reads)
+        cases = set(args.case or ("reads", "listing", "ingest"))
+        read_runs = (
+            {}
+            if "reads" not in cases
+            else run_case(
+                emu, contenders, args.rounds, lambda name, _: contenders.reader(name, account_id, reads)
+            )
         )
         results[f"{reads} single-resource reads"] = {
             name: {
@@ -276,7 +284,11 @@ def main(argv: list[str] | None = None) -> int:
             for name, runs in read_runs.items()
         }
 
-        list_runs = run_case(emu, contenders, args.rounds, lambda name, _: contenders.lister(name))
+        list_runs = (
+            {}
+            if "listing" not in cases
+            else run_case(emu, contenders, args.rounds, lambda name, _: contenders.lister(name))
+        )
         results[f"listing {accounts:,} accounts"] = {
             name: {
                 "items_per_s": spread([r["result"] / r["seconds"] for r in runs], digits=0),
@@ -290,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         def ingest(name: str, round_no: int) -> Callable | None:
             return contenders.ingester(name, measurement_rows(rows, f"{name}-{round_no}"))
 
-        ingest_runs = run_case(emu, contenders, args.rounds, ingest)
+        ingest_runs = {} if "ingest" not in cases else run_case(emu, contenders, args.rounds, ingest)
         size = len(json.dumps(measurement_rows(1, "x")[0], separators=(",", ":")))
         results[f"ingest of {rows:,} measurements (~{size} bytes each)"] = {
             name: {
