@@ -71,11 +71,16 @@ class Airflow:
         self.bin = pathlib.Path(sys.executable).parent / "airflow"
         self.api = f"http://127.0.0.1:{self.port}"
         base = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "M3TER_"))}
+        # SQLite: wait for a lock up to 2 minutes (not 5 s) while 20 task processes start at once
+        (home / "m3ter_bench_sqlite.py").write_text("CONNECT_ARGS = {'timeout': 120}\n")
+        base["PYTHONPATH"] = os.pathsep.join(filter(None, [str(home), os.environ.get("PYTHONPATH")]))
         self.env = dict(
             base,
             AIRFLOW_HOME=str(home),
             AIRFLOW__CORE__DAGS_FOLDER=str(ROOT / "benchmarks" / "dags"),
             AIRFLOW__CORE__LOAD_EXAMPLES="False",
+            AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS="m3ter_bench_sqlite.CONNECT_ARGS",
+            AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC="m3ter_bench_sqlite.CONNECT_ARGS",
             AIRFLOW__CORE__EXECUTOR="LocalExecutor",
             AIRFLOW__CORE__PARALLELISM=str(TASKS),
             AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG=str(TASKS),

@@ -11,7 +11,8 @@ HEAVY = ("httpx", "msgspec", "m3ter")
 
 _PROBE = """
 import json, sys
-import airflow  # a DAG file imports Airflow first
+import airflow  # a DAG file imports Airflow and its base classes first
+from airflow.providers.common.compat.sdk import DAG, BaseHook, BaseOperator, BaseSensorOperator
 heavy = set(sys.argv[1:])
 # Airflow may have loaded some of them already: forget them (Airflow's own modules keep their
 # references) and refuse to load them again, so an import in our modules fails loudly
