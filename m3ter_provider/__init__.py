@@ -66,6 +66,29 @@ _UI_FIELD_BEHAVIOUR: dict[str, Any] = {
     },
 }
 
+#: the provider's own Airflow config options (``[m3ter]``), listed by ``airflow config list``
+_CONFIG: dict[str, Any] = {
+    "m3ter": {
+        "description": "Options of the m3ter provider (airflow-provider-m3ter).",
+        "options": {
+            "token_cache_dir": {
+                "description": (
+                    "A directory where task processes on one worker share m3ter bearer tokens: one "
+                    "private file (mode 0600, in a 0700 directory) per credential set, named by a hash, "
+                    "holding only the token and its expiry, encrypted with Airflow's Fernet key when "
+                    "one is configured (plain text otherwise). The first process exchanges the "
+                    "credentials; the others read the file. Empty (the default): every task process "
+                    "exchanges its own token."
+                ),
+                "version_added": "0.1.0",
+                "type": "string",
+                "example": "/home/airflow/.m3ter-tokens",
+                "default": "",
+            },
+        },
+    },
+}
+
 
 def get_provider_info() -> dict[str, Any]:
     """Describe this provider to Airflow's providers manager (``apache_airflow_provider`` entry point).
@@ -91,6 +114,7 @@ def get_provider_info() -> dict[str, Any]:
         "hooks": [{"integration-name": "m3ter", "python-modules": ["m3ter_provider.hooks.m3ter"]}],
         "triggers": [{"integration-name": "m3ter", "python-modules": ["m3ter_provider.triggers.m3ter"]}],
         "extra-links": ["m3ter_provider.links.M3terConsoleLink"],
+        "config": _CONFIG,
         "connection-types": [
             {
                 "connection-type": "m3ter",

@@ -141,6 +141,11 @@ class TokenCache:
         """Share tokens with other processes through ``store`` (``None``: this process only)."""
         self._store = store
 
+    @property
+    def shared_store(self) -> SharedTokenStore | None:
+        """The store tokens are shared through with other processes, if any."""
+        return self._store
+
     def _entry(self, credentials: Credentials) -> _Entry:
         key = credentials.cache_key
         entry = self._entries.get(key)

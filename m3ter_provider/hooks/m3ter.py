@@ -21,6 +21,7 @@ from m3ter_provider.client import DEFAULT_INGEST_CONCURRENCY, M3terClient
 from m3ter_provider.config import M3terSettings
 from m3ter_provider.download import download
 from m3ter_provider.errors import M3terError
+from m3ter_provider.hooks._shared_tokens import share_tokens_between_processes
 from m3ter_provider.jobs import DATA_EXPORT, JobKind, data_export_body
 
 
@@ -88,6 +89,7 @@ class M3terHook(BaseHook):
 
     @cached_property
     def client(self) -> M3terClient:
+        share_tokens_between_processes()  # [m3ter] token_cache_dir
         return M3terClient(self.settings, user_agent=_user_agent(), on_secret=mask_secret)
 
     @property
@@ -102,6 +104,17 @@ class M3terHook(BaseHook):
     def get_token(self) -> str:
         """The current bearer token, exchanging the credentials only when needed."""
         return self.client.get_token()
+
+    def get_sdk_client(self) -> Any:
+        """The official SDK's ``m3ter.M3ter`` client, sending this hook's cached token.
+
+        Its typed endpoints use the connection's URLs, timeout and ``max_retries``, and the same
+        token as the hook (no exchange per call); a refused token is exchanged once, as the hook does.
+        Needs the optional extra: ``pip install 'airflow-provider-m3ter[sdk]'``.
+        """
+        from m3ter_provider.sdk import sdk_client
+
+        return sdk_client(self.client)
 
     def request(
         self,
