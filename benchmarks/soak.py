@@ -98,6 +98,8 @@ def soak(count: int, *, fault_rate: float = 0.2, kill_at: float = 0.4, seed: int
     from m3ter_provider.testing import M3terEmulator
 
     with M3terEmulator() as emulator:
+        # the Meter exists, as in a real Organization (m3ter refuses measurements of unknown Meters)
+        emulator.seed("meters", [{"code": "soak", "name": "Soak", "dataFields": [], "derivedFields": []}])
         faults = install_random_faults(emulator, fault_rate, seed)
         conn = json.loads(emulator.airflow_conn_json())
         conn["extra"].update({"timeout": TIMEOUT, "max_retries": 10})
