@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json as jsonlib
+import re
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -221,6 +222,10 @@ class M3terSubmitMeasurementsOperator(M3terSubmitLineageMixin, BaseOperator):
         return result
 
 
+#: the hook's date arguments, as named in an error message, and not already export_*
+_EXPORT_DATE_ARG = re.compile(r"(?<![\w.])(start_date|end_date)\b")
+
+
 class M3terDataExportOperator(M3terExportLineageMixin, M3terJobOperatorBase):
     """Run an ad-hoc m3ter data export, wait for it and optionally download the file.
 
@@ -238,9 +243,10 @@ class M3terDataExportOperator(M3terExportLineageMixin, M3terJobOperatorBase):
     a second export; an export only reads data, so that costs time, not correctness.
 
     :param source_type: ``"USAGE"`` or ``"OPERATIONAL"``.
-    :param export_start_date: start of a USAGE export, ISO-8601 date-time (m3ter's ``startDate``;
-        not ``start_date``, which is every Airflow task's own). (templated)
-    :param export_end_date: end of a USAGE export, ISO-8601 date-time (m3ter's ``endDate``). (templated)
+    :param export_start_date: start of a USAGE export (m3ter's ``startDate``; not ``start_date``,
+        which is every Airflow task's own): an RFC 3339 date-time with an offset, a timezone-aware
+        datetime, or a date such as ``"{{ ds }}"`` (midnight UTC). (templated)
+    :param export_end_date: end of a USAGE export (m3ter's ``endDate``, exclusive), as above. (templated)
     :param meter_ids: Meter ids to include (a list, a rendered list or comma-separated). (templated)
     :param account_ids: Account ids to include. (templated)
     :param aggregations: m3ter aggregations, e.g. ``[{"fieldCode", "fieldType", "function", "meterId"}]``.
@@ -323,9 +329,8 @@ class M3terDataExportOperator(M3terExportLineageMixin, M3terJobOperatorBase):
         try:
             return data_export_body(**self._export_args())
         except M3terConfigError as exc:
-            raise M3terConfigError(
-                str(exc).replace("start_date and end_date", "export_start_date and export_end_date")
-            ) from None
+            # this operator's arguments are export_start_date/export_end_date (start_date is Airflow's)
+            raise M3terConfigError(_EXPORT_DATE_ARG.sub(r"export_\1", str(exc))) from None
 
     def _export_args(self) -> dict[str, Any]:
         """The hook's ``start_data_export`` arguments, read from the rendered fields."""
