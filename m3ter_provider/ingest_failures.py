@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import tempfile
@@ -32,6 +33,8 @@ DUPLICATE_UID = "DuplicateUid"
 """A re-sent uid: m3ter ingested that measurement before, so it is not lost (not counted as rejected)."""
 MODES = ("off", "warn", "fail")
 REASONS_SHOWN = 5
+MAX_WAIT = 3600.0
+"""The longest ``wait`` for m3ter's asynchronous validation, in seconds."""
 MAX_EVENTS_SCANNED = 10_000
 CLOCK_SKEW = timedelta(minutes=2)
 """Events are read from this long before the window start (clocks differ; m3ter stamps the Event)."""
@@ -43,6 +46,10 @@ log = logging.getLogger(__name__)
 
 class M3terIngestRejectedError(M3terError):
     """m3ter accepted measurements and then refused them (``ingest.validation.failure`` Events)."""
+
+
+class M3terIngestCheckError(M3terError):
+    """The measurements were sent, but reading m3ter's Events to check them failed."""
 
 
 @dataclass(frozen=True)
@@ -143,17 +150,36 @@ def check_ingest_failures(
         (``{"rejected": None, ...}`` when ``mode`` is ``"off"``).
     """
     check_mode(mode)
+    wait = check_wait(wait)
     logger = logger or log
+    not_checked: dict[str, Any] = {"rejected": None, "duplicates": None, "rejections": []}
     if mode == "off":
-        return {"rejected": None, "duplicates": None, "rejections": []}
-    deadline = clock() + max(0.0, float(wait))
+        return not_checked
+    deadline = clock() + wait
+    failures: list[IngestFailure] | None = None
     while True:
-        failures = read_ingest_failures(hook, start=start, uids=uids)
+        try:
+            failures = read_ingest_failures(hook, start=start, uids=uids)
+        except M3terError as exc:
+            # the measurements are sent: a check that cannot read the Events must not hide that
+            message = (
+                "The measurements were sent (m3ter answered 200), but the check for ingest validation "
+                f"failures could not read m3ter's Events: {exc} (the Service User needs permission "
+                "to read Events)."
+            )
+            if mode == "fail":
+                raise M3terIngestCheckError(message) from None
+            if failures is None:
+                logger.warning("%s Not checked.", message)
+                return not_checked
+            logger.warning("%s Reporting the last successful read.", message)
+            break
         rejected = [f for f in failures if f.rejected]
         remaining = deadline - clock()
         if remaining <= 0 or (rejected and mode == "fail"):
             break
         sleep(min(poll_interval, remaining))
+    rejected = [f for f in failures if f.rejected]
     summary = {
         "rejected": len(rejected),
         "duplicates": len(failures) - len(rejected),
@@ -179,6 +205,20 @@ def describe(rejected: list[IngestFailure], sent: int | None) -> str:
         f"Events; they will not be billed): {reasons}{more}. Fix the measurements (or create the missing "
         f"Meters/Accounts) and submit them again."
     )
+
+
+def check_wait(wait: object) -> float:
+    """``wait`` as seconds when it is a finite number from 0 to :data:`MAX_WAIT`; else a clear error."""
+    try:
+        seconds = float(wait)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if isinstance(wait, bool) or not 0 <= seconds <= MAX_WAIT:  # NaN fails every comparison
+        raise M3terConfigError(
+            f"ingest_failures_wait {wait!r}: give the seconds to wait for m3ter's validation, "
+            f"a finite number from 0 to {MAX_WAIT:g}."
+        )
+    return seconds
 
 
 def check_mode(mode: object) -> str:
@@ -240,7 +280,11 @@ def _file(data: Mapping[str, Any]) -> str | None:
         from urllib.parse import parse_qs, urlsplit
 
         return (parse_qs(urlsplit(url).query).get("file") or [None])[0]
-    return url if isinstance(url, str) and url else None
+    if isinstance(url, str) and url:
+        from m3ter_provider.transport import redact_url
+
+        return redact_url(url)  # a presigned URL's query authorises a download: never to XCom
+    return None
 
 
 def _with_details(hook: Any, failure: IngestFailure) -> IngestFailure:
