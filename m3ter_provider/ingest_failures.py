@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from m3ter_provider._text import plural
 from m3ter_provider.errors import M3terConfigError, M3terError
 
 EVENT_NAME = "ingest.validation.failure"
@@ -197,11 +198,15 @@ def check_ingest_failures(
 
 def describe(rejected: list[IngestFailure], sent: int | None) -> str:
     """A message with the count and the first few reasons."""
-    of = f" of {sent:,}" if sent is not None else ""
+    count = (
+        f"{len(rejected):,} of {plural(sent, 'measurement')}"
+        if sent is not None
+        else plural(len(rejected), "measurement")
+    )
     reasons = "; ".join(f.reason() for f in rejected[:REASONS_SHOWN])
     more = f" (and {len(rejected) - REASONS_SHOWN} more)" if len(rejected) > REASONS_SHOWN else ""
     return (
-        f"m3ter accepted and then rejected {len(rejected):,}{of} measurements (ingest.validation.failure "
+        f"m3ter accepted and then rejected {count} (ingest.validation.failure "
         f"Events; they will not be billed): {reasons}{more}. Fix the measurements (or create the missing "
         f"Meters/Accounts) and submit them again."
     )

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator
 
+from m3ter_provider._text import plural
 from m3ter_provider.client import DEFAULT_INGEST_CONCURRENCY
 from m3ter_provider.errors import M3terConfigError
 from m3ter_provider.hooks.m3ter import M3terHook
@@ -111,7 +112,7 @@ class M3terOperator(M3terHookMixin, BaseOperator):
         persist_console_link(context, self.hook.console_url)
         if self.paginate:
             result: Any = list(self.hook.paginate(endpoint, params=params, page_size=self.page_size))
-            self.log.info("Read %d items from m3ter %s.", len(result), endpoint)
+            self.log.info("Read %s from m3ter %s.", plural(len(result), "item"), endpoint)
         else:
             result = self.hook.request(self.method, endpoint, params=params, json=body)
             self.log.info("m3ter %s %s answered.", self.method, endpoint)
@@ -487,7 +488,7 @@ class M3terBillJobOperator(M3terJobOperatorBase):
         done = self.job_kind.outcome(job) == "done"
         bill_ids = self.hook.get_bill_ids(job) if done else []
         if done:
-            self.log.info("m3ter bill job %s produced %d bills.", job_id, len(bill_ids))
+            self.log.info("m3ter bill job %s produced %s.", job_id, plural(len(bill_ids), "bill"))
         return {
             "job_id": job_id,
             "bill_job_id": job_id,

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from m3ter_provider._text import plural
 from m3ter_provider.errors import M3terError, M3terRequestError, M3terTransportError
 from m3ter_provider.hooks.m3ter import M3terHook
 from m3ter_provider.jobs import get_kind
@@ -216,7 +217,8 @@ class M3terJobTrigger(BaseTrigger):
                     if errors_in_row > self.max_transient_errors:
                         yield self._event(
                             "error",
-                            f"Gave up polling {name} after {errors_in_row} transient errors in a row; "
+                            f"Gave up polling {name} after "
+                            f"{plural(errors_in_row, 'transient error')} in a row; "
                             f"the last: {exc}",
                             job,
                         )

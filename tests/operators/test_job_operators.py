@@ -581,3 +581,14 @@ def test_a_bad_export_date_is_refused_naming_the_operators_argument(emu, bad):
     with pytest.raises(M3terConfigError, match=rf"export_start_date '{re.escape(bad)}'.*RFC 3339"):
         op.execute(context)
     assert requests_to(emu, POST_EXPORT) == 0
+
+
+def test_one_bill_is_logged_as_one_bill(emu, caplog, capsys):
+    import logging
+
+    op = bill_op(account_ids=seed_accounts(emu, "acme"))
+    with caplog.at_level(logging.INFO):
+        result = op.execute(make_context(op))
+    assert len(result["bill_ids"]) == 1
+    logged = caplog.text + capsys.readouterr().out  # Airflow 3 task loggers write through structlog
+    assert f"m3ter bill job {result['job_id']} produced 1 bill." in logged
