@@ -313,12 +313,6 @@ class M3terClient:
             after_send=after_send,
         )
 
-    # ---------------------------------------------------------------- tokens held outside the client
-    def invalidate_token(self, value: str) -> None:
-        """Drop the cached token if it is ``value``: a caller that sent it itself (the async trigger)
-        saw m3ter refuse it. The next :meth:`get_token` exchanges the credentials again."""
-        self.tokens.refused_value(value)
-
 
 def decode(response: requests.Response) -> Any:
     """The JSON body of a response :meth:`M3terClient.send` returned, or ``None`` when it is empty."""

@@ -92,9 +92,3 @@ class ClientTokens:
     def refused(self, token: Token) -> None:
         """m3ter refused ``token``: drop it from the cache (the next call exchanges again)."""
         self.cache.invalidate(self.credentials, token)
-
-    def refused_value(self, value: str) -> None:
-        """Drop the cached token if it is ``value`` (a caller that sent it itself saw it refused)."""
-        token = self._last
-        if token is not None and token.value == value:
-            self.cache.invalidate(self.credentials, token)

@@ -22,10 +22,11 @@ from typing import Any
 
 import requests
 
+from m3ter_provider._text import plural
 from m3ter_provider.client import M3terClient
 from m3ter_provider.errors import M3terAPIError, M3terConfigError, M3terError, M3terTransportError
 from m3ter_provider.retry import Failure
-from m3ter_provider.transport import TRANSPORT_EXCEPTIONS, classify, url_path
+from m3ter_provider.transport import TRANSPORT_EXCEPTIONS, classify, redact_url, url_path
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,8 @@ def download(client: M3terClient, url: str, destination: Any, *, chunk_size: int
     except OSError as exc:  # writing the destination failed (network errors are M3terErrors by now)
         target.discard()
         raise M3terError(
-            f"Could not write the download to {destination} ({type(exc).__name__}: {exc.strerror or exc}); "
+            f"Could not write the download to {redact_url(str(destination))} "
+            f"({type(exc).__name__}: {exc.strerror or exc}); "
             "the destination was left as it was."
         ) from None
     except BaseException:
@@ -85,8 +87,12 @@ def download(client: M3terClient, url: str, destination: Any, *, chunk_size: int
         raise
     finally:
         plain.close()
-    log.info("Downloaded %s bytes to %s.", f"{received:,}", destination)
-    return {"destination": str(destination), "bytes": received}
+    log.info("Downloaded %s to %s.", plural(received, "byte"), redact_url(str(destination)))
+    # the result goes to XCom: a destination given as a presigned URL keeps its signature out of it
+    # what the caller gave (an ObjectStoragePath keeps its conn id, which the next task needs), but
+    # never a query string: that could be a signature
+    where = str(destination)
+    return {"destination": redact_url(where) if "?" in where else where, "bytes": received}
 
 
 class _BrokenOff(Exception):

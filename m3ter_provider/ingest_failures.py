@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from m3ter_provider._text import plural
 from m3ter_provider.errors import M3terConfigError, M3terError
 
 EVENT_NAME = "ingest.validation.failure"
@@ -32,6 +33,8 @@ DUPLICATE_UID = "DuplicateUid"
 """A re-sent uid: m3ter ingested that measurement before, so it is not lost (not counted as rejected)."""
 MODES = ("off", "warn", "fail")
 REASONS_SHOWN = 5
+MAX_WAIT = 3600.0
+"""The longest ``wait`` for m3ter's asynchronous validation, in seconds."""
 MAX_EVENTS_SCANNED = 10_000
 CLOCK_SKEW = timedelta(minutes=2)
 """Events are read from this long before the window start (clocks differ; m3ter stamps the Event)."""
@@ -43,6 +46,10 @@ log = logging.getLogger(__name__)
 
 class M3terIngestRejectedError(M3terError):
     """m3ter accepted measurements and then refused them (``ingest.validation.failure`` Events)."""
+
+
+class M3terIngestCheckError(M3terError):
+    """The measurements were sent, but reading m3ter's Events to check them failed."""
 
 
 @dataclass(frozen=True)
@@ -164,17 +171,36 @@ def check_ingest_failures(
         (``{"rejected": None, ...}`` when ``mode`` is ``"off"``).
     """
     check_mode(mode)
+    wait = check_wait(wait)
     logger = logger or log
+    not_checked: dict[str, Any] = {"rejected": None, "duplicates": None, "rejections": []}
     if mode == "off":
-        return {"rejected": None, "duplicates": None, "rejections": []}
-    deadline = clock() + max(0.0, float(wait))
+        return not_checked
+    deadline = clock() + wait
+    failures: list[IngestFailure] | None = None
     while True:
-        failures = read_ingest_failures(hook, start=start, uids=uids)
+        try:
+            failures = read_ingest_failures(hook, start=start, uids=uids)
+        except M3terError as exc:
+            # the measurements are sent: a check that cannot read the Events must not hide that
+            message = (
+                "The measurements were sent (m3ter answered 200), but the check for ingest validation "
+                f"failures could not read m3ter's Events: {exc} (the Service User needs permission "
+                "to read Events)."
+            )
+            if mode == "fail":
+                raise M3terIngestCheckError(message) from None
+            if failures is None:
+                logger.warning("%s Not checked.", message)
+                return not_checked
+            logger.warning("%s Reporting the last successful read.", message)
+            break
         rejected = [f for f in failures if f.rejected]
         remaining = deadline - clock()
         if remaining <= 0 or (rejected and mode == "fail"):
             break
         sleep(min(poll_interval, remaining))
+    rejected = [f for f in failures if f.rejected]
     summary = {
         "rejected": len(rejected),
         "duplicates": len(failures) - len(rejected),
@@ -192,26 +218,26 @@ def check_ingest_failures(
 
 def describe(rejected: list[IngestFailure], sent: int | None) -> str:
     """A message with the count and the first few reasons."""
-    of = f" of {sent:,}" if sent is not None else ""
+    count = (
+        f"{len(rejected):,} of {plural(sent, 'measurement')}"
+        if sent is not None
+        else plural(len(rejected), "measurement")
+    )
     reasons = "; ".join(f.reason() for f in rejected[:REASONS_SHOWN])
     more = f" (and {len(rejected) - REASONS_SHOWN} more)" if len(rejected) > REASONS_SHOWN else ""
     return (
-        f"m3ter accepted and then rejected {len(rejected):,}{of} measurements (ingest.validation.failure "
+        f"m3ter accepted and then rejected {count} (ingest.validation.failure "
         f"Events; they will not be billed): {reasons}{more}. Fix the measurements (or create the missing "
         f"Meters/Accounts) and submit them again."
     )
-
-
-#: the longest wait for m3ter's asynchronous ingest validation, in seconds
-MAX_WAIT = 3600.0
 
 
 def check_wait(wait: object) -> float:
     """``wait`` as seconds when it is a finite number from 0 to :data:`MAX_WAIT`; else a clear error."""
     if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= MAX_WAIT:
         raise M3terConfigError(
-            f"ingest_failures_wait {wait!r}: give seconds from 0 to {MAX_WAIT:.0f} "
-            "(m3ter usually validates within a minute)."
+            f"ingest_failures_wait {wait!r}: give the seconds to wait for m3ter's validation, "
+            f"a finite number from 0 to {MAX_WAIT:g}."
         )
     return float(wait)
 
@@ -270,7 +296,11 @@ def _file(data: Mapping[str, Any]) -> str | None:
         from urllib.parse import parse_qs, urlsplit
 
         return (parse_qs(urlsplit(url).query).get("file") or [None])[0]
-    return url if isinstance(url, str) and url else None
+    if isinstance(url, str) and url:
+        from m3ter_provider.transport import redact_url
+
+        return redact_url(url)  # a presigned URL's query authorises a download: never to XCom
+    return None
 
 
 def _with_details(hook: Any, failure: IngestFailure) -> IngestFailure:

@@ -10,7 +10,9 @@ heavy: operator modules import this one while a DAG file is parsed.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
@@ -137,8 +139,8 @@ def get_kind(kind: str | JobKind) -> JobKind:
 def data_export_body(
     source_type: str,
     *,
-    start_date: str | None = None,
-    end_date: str | None = None,
+    start_date: str | dt.date | None = None,
+    end_date: str | dt.date | None = None,
     meter_ids: list[str] | None = None,
     account_ids: list[str] | None = None,
     aggregations: list[dict[str, Any]] | None = None,
@@ -150,8 +152,9 @@ def data_export_body(
 ) -> dict[str, Any]:
     """Build and check the body of ``POST /dataexports/adhoc``.
 
-    ``USAGE`` needs ``start_date`` and ``end_date``; ``OPERATIONAL`` needs ``operational_data_types``
-    (for example ``["BILLS", "ACCOUNTS"]``). Other fields of m3ter's schema pass through ``extra``.
+    ``USAGE`` needs ``start_date`` and ``end_date`` (see :func:`export_date`); ``OPERATIONAL`` needs
+    ``operational_data_types`` (for example ``["BILLS", "ACCOUNTS"]``). Other fields of m3ter's
+    schema pass through ``extra``.
     """
     source = str(source_type or "").upper()
     if source not in ("USAGE", "OPERATIONAL"):
@@ -167,7 +170,9 @@ def data_export_body(
             )
         if operational_data_types:
             raise M3terConfigError("operational_data_types is for OPERATIONAL exports; drop it for USAGE.")
-        body.update(startDate=str(start_date), endDate=str(end_date))
+        body.update(
+            startDate=export_date(start_date, "start_date"), endDate=export_date(end_date, "end_date")
+        )
         for key, value in (
             ("meterIds", meter_ids),
             ("accountIds", account_ids),
@@ -190,10 +195,62 @@ def data_export_body(
     return body
 
 
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})", re.IGNORECASE)
+
+
+def export_date(value: Any, field: str) -> str:
+    """An export's ``startDate``/``endDate`` as m3ter's spec wants it: an RFC 3339 date-time with an
+    offset (``format: date-time``).
+
+    Also accepted, as users write them: a timezone-aware ``datetime`` (pendulum's too), a ``date`` or
+    a bare ``"2026-01-01"`` (Jinja's ``{{ ds }}``: midnight UTC), and ``str(datetime)``'s space
+    instead of ``T``. Anything else is refused here, naming ``field``, before a request is sent.
+    """
+    example = "'2026-01-01T00:00:00Z', '2026-01-01' (midnight UTC) or a timezone-aware datetime"
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise M3terConfigError(
+                f"{field} {value!r} has no timezone: m3ter needs an offset. Give an aware datetime "
+                "(e.g. datetime(2026, 1, 1, tzinfo=timezone.utc) or a pendulum DateTime) or a string "
+                "such as '2026-01-01T00:00:00Z'."
+            )
+        return value.isoformat()
+    if isinstance(value, dt.date):
+        return f"{value.isoformat()}T00:00:00Z"
+    text = value.strip() if isinstance(value, str) else None
+    if text is not None and _DATE.fullmatch(text):
+        text += "T00:00:00Z"
+    elif text is not None and len(text) > 10 and text[10] == " " and _DATE.fullmatch(text[:10]):
+        text = f"{text[:10]}T{text[11:]}"
+    if text is None or not _RFC3339.fullmatch(text) or not _valid_datetime(text):
+        raise M3terConfigError(
+            f"{field} {value!r} is not a date-time m3ter accepts: give an RFC 3339 date-time with an "
+            f"offset, e.g. {example}."
+        )
+    return text
+
+
+def _valid_datetime(text: str) -> bool:
+    """Whether an RFC 3339-shaped string is a real date and time (no month 13, no 25:00)."""
+    match = _RFC3339.fullmatch(text)
+    assert match is not None
+    normal = text.upper().replace("Z", "+00:00")
+    fraction = match.group(1)
+    if fraction:  # fromisoformat (3.10) takes 3 or 6 fraction digits only
+        normal = normal.replace(fraction, (fraction + "000000")[:7], 1)
+    try:
+        dt.datetime.fromisoformat(normal)
+    except ValueError:
+        return False
+    return True
+
+
 def _check_id(job_id: Any, kind: JobKind) -> str:
     """The id, URL-quoted for a path segment (``abc#frag`` must not poll ``abc``)."""
     text = str(job_id or "").strip()
-    if not text or "/" in text or "?" in text:
+    # "." and ".." would be resolved as path segments (billjobs/.. reads the list, not a job)
+    if not text or text in (".", "..") or "/" in text or "?" in text:
         raise M3terConfigError(f"{kind.title} id {job_id!r} is not a valid m3ter id.")
     return quote(text, safe="")
 
@@ -232,7 +289,8 @@ def wait_for_job(
             return job
         if outcome == "failed":
             raise job_kind.failed_error(job_id, job)
-        if deadline is not None and clock() + poll_interval > deadline:
+        remaining = None if deadline is None else deadline - clock()
+        if remaining is not None and remaining <= 0:
             raise M3terJobTimeoutError(
                 f"m3ter {job_kind.title} {job_id} was still {status} after {timeout:g} s.",
                 kind=job_kind.name,
@@ -240,7 +298,8 @@ def wait_for_job(
                 status=status,
                 job=job,
             )
-        client.sleep(poll_interval)
+        # the last sleep ends at the deadline, where one more poll may still find the job final
+        client.sleep(poll_interval if remaining is None else min(poll_interval, remaining))
 
 
 def cancel_job(client: M3terClient, kind: str | JobKind, job_id: str) -> Any:

@@ -190,3 +190,10 @@ def test_readme_names_the_ports_and_commands_that_exist() -> None:
     assert "source .venv/bin/activate" in README
     assert os.path.exists(REPO / "scripts" / "demo") and os.path.exists(REPO / "scripts" / "test")
     assert "pip install airflow-provider-m3ter " not in README, "the package is not published"
+
+
+def test_the_readme_says_what_the_forms_placeholders_and_the_submit_result_hold():
+    assert "shows placeholders only for the standard fields" in README
+    [row] = [line for line in README.splitlines() if line.startswith("| `M3terSubmitMeasurementsOperator`")]
+    for key in ("measurements", "requests", "bytes", "rejected", "duplicates", "rejections"):
+        assert key in row.split("Returns", 1)[1]

@@ -17,6 +17,7 @@ from airflow.providers.common.compat.sdk import BaseHook
 
 from m3ter_provider import __version__, jobs
 from m3ter_provider._compat import mask_secret
+from m3ter_provider.auth import TokenCache
 from m3ter_provider.client import DEFAULT_INGEST_CONCURRENCY, M3terClient
 from m3ter_provider.config import M3terSettings
 from m3ter_provider.download import download
@@ -278,15 +279,20 @@ class M3terHook(BaseHook):
             return False, text[:1].upper() + text[1:]
         except Exception as exc:
             return False, f"Could not read this connection: {type(exc).__name__}: {exc}"
-        client = M3terClient(settings, user_agent=_user_agent(), on_secret=mask_secret)
+        # A private token cache: the test costs exactly one exchange, and a refusal (a wrong org id)
+        # never drops the process-wide token other hooks with the same credentials are using.
+        client = M3terClient(
+            settings, user_agent=_user_agent(), on_secret=mask_secret, token_cache=TokenCache()
+        )
         try:
-            client.get_token()
-        except M3terError as exc:
-            return False, f"Token exchange at {settings.token_url} failed: {exc}"
-        try:
-            client.request("GET", "organizationconfig")
-        except M3terError as exc:
-            return False, f"Credentials accepted, but reading the Organization failed: {exc}"
+            try:
+                client.get_token()
+            except M3terError as exc:
+                return False, f"Token exchange at {settings.token_url} failed: {exc}"
+            try:
+                client.request("GET", "organizationconfig")
+            except M3terError as exc:
+                return False, f"Credentials accepted, but reading the Organization failed: {exc}"
         finally:
             client.close()
         return True, (
@@ -363,10 +369,6 @@ class M3terHook(BaseHook):
                 settings = dataclasses.replace(settings, timeout=float(request_timeout))
             self.__dict__["settings"] = settings
         return self.client
-
-    def invalidate_token(self, token: str) -> None:
-        """Drop ``token`` from the process-wide cache after m3ter refused it (the trigger's own calls)."""
-        self.client.invalidate_token(token)
 
     @property
     def user_agent(self) -> str:

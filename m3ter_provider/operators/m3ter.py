@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json as jsonlib
+import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator
 
+from m3ter_provider._text import plural
 from m3ter_provider.errors import M3terConfigError
 from m3ter_provider.hooks.m3ter import M3terHook
 from m3ter_provider.jobs import BILL_JOB, DATA_EXPORT, data_export_body
@@ -100,7 +102,7 @@ class M3terOperator(M3terHookMixin, BaseOperator):
         persist_console_link(context, self.hook.console_url)
         if self.paginate:
             result: Any = list(self.hook.paginate(endpoint, params=params, page_size=self.page_size))
-            self.log.info("Read %d items from m3ter %s.", len(result), endpoint)
+            self.log.info("Read %s from m3ter %s.", plural(len(result), "item"), endpoint)
         else:
             result = self.hook.request(self.method, endpoint, params=params, json=body)
             self.log.info("m3ter %s %s answered.", self.method, endpoint)
@@ -115,6 +117,10 @@ class M3terOperator(M3terHookMixin, BaseOperator):
                     "response_filter return lists, dicts, strings and numbers, or set do_xcom_push=False."
                 ) from None
         return result
+
+
+#: the hook's date arguments, as named in an error message, and not already export_*
+_EXPORT_DATE_ARG = re.compile(r"(?<![\w.])(start_date|end_date)\b")
 
 
 class M3terDataExportOperator(M3terExportLineageMixin, M3terJobOperatorBase):
@@ -134,9 +140,10 @@ class M3terDataExportOperator(M3terExportLineageMixin, M3terJobOperatorBase):
     a second export; an export only reads data, so that costs time, not correctness.
 
     :param source_type: ``"USAGE"`` or ``"OPERATIONAL"``.
-    :param export_start_date: start of a USAGE export, ISO-8601 date-time (m3ter's ``startDate``;
-        not ``start_date``, which is every Airflow task's own). (templated)
-    :param export_end_date: end of a USAGE export, ISO-8601 date-time (m3ter's ``endDate``). (templated)
+    :param export_start_date: start of a USAGE export (m3ter's ``startDate``; not ``start_date``,
+        which is every Airflow task's own): an RFC 3339 date-time with an offset, a timezone-aware
+        datetime, or a date such as ``"{{ ds }}"`` (midnight UTC). (templated)
+    :param export_end_date: end of a USAGE export (m3ter's ``endDate``, exclusive), as above. (templated)
     :param meter_ids: Meter ids to include (a list, a rendered list or comma-separated). (templated)
     :param account_ids: Account ids to include. (templated)
     :param aggregations: m3ter aggregations, e.g. ``[{"fieldCode", "fieldType", "function", "meterId"}]``.
@@ -219,9 +226,8 @@ class M3terDataExportOperator(M3terExportLineageMixin, M3terJobOperatorBase):
         try:
             return data_export_body(**self._export_args())
         except M3terConfigError as exc:
-            raise M3terConfigError(
-                str(exc).replace("start_date and end_date", "export_start_date and export_end_date")
-            ) from None
+            # this operator's arguments are export_start_date/export_end_date (start_date is Airflow's)
+            raise M3terConfigError(_EXPORT_DATE_ARG.sub(r"export_\1", str(exc))) from None
 
     def _export_args(self) -> dict[str, Any]:
         """The hook's ``start_data_export`` arguments, read from the rendered fields."""
@@ -378,7 +384,7 @@ class M3terBillJobOperator(M3terJobOperatorBase):
         done = self.job_kind.outcome(job) == "done"
         bill_ids = self.hook.get_bill_ids(job) if done else []
         if done:
-            self.log.info("m3ter bill job %s produced %d bills.", job_id, len(bill_ids))
+            self.log.info("m3ter bill job %s produced %s.", job_id, plural(len(bill_ids), "bill"))
         return {
             "job_id": job_id,
             "bill_job_id": job_id,

@@ -102,6 +102,7 @@ def active_on(start_field: str = "startDate", end_field: str = "endDate") -> Pre
         start, end = moment(item.get(start_field)), moment(item.get(end_field))
         return (start is None or start <= when) and (end is None or when < end)
 
+    check.takes_date = True  # type: ignore[attr-defined]
     return check
 
 
@@ -112,6 +113,7 @@ def on_or_after(field: str) -> Predicate:
         value = moment(item.get(field))
         return value is not None and value >= _query_moment(name, text)
 
+    check.takes_date = True  # type: ignore[attr-defined]
     return check
 
 
@@ -122,6 +124,7 @@ def before(field: str) -> Predicate:
         value = moment(item.get(field))
         return value is not None and value < _query_moment(name, text)
 
+    check.takes_date = True  # type: ignore[attr-defined]
     return check
 
 
@@ -132,6 +135,7 @@ def same_day(field: str) -> Predicate:
         value, wanted = moment(item.get(field)), _query_moment(name, text)
         return value is not None and value.date() == wanted.date()
 
+    check.takes_date = True  # type: ignore[attr-defined]
     return check
 
 
@@ -174,6 +178,11 @@ def predicate_filter(store: EntityStore, collection: str, rows, query: dict[str,
         for name, check in PREDICATES.get(collection, {}).items()
         if (raw := query.get(name)) and raw[-1] != ""
     ]
-    for seq, item in rows:
-        if all(check(store, item, name, text) for name, text, check in wanted):
-            yield seq, item
+    for name, text, check in wanted:  # a bad filter is a 400 before any row is looked at, as in m3ter
+        if getattr(check, "takes_date", False):
+            _query_moment(name, text)
+    return (
+        (seq, item)
+        for seq, item in rows
+        if all(check(store, item, name, text) for name, text, check in wanted)
+    )

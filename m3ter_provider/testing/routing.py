@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 from .common import ApiError
 
@@ -162,7 +163,7 @@ def _match(template: tuple[str, ...], parts: tuple[str, ...]) -> dict[str, str] 
         if seg.startswith("{") and seg.endswith("}"):
             if not part:
                 return None
-            params[seg[1:-1]] = part
+            params[seg[1:-1]] = unquote(part)  # "abc%23frag" is the id "abc#frag"
         elif seg != part:
             return None
     return params

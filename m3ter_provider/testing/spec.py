@@ -127,6 +127,13 @@ def _merged(schema: dict) -> dict:
 
 
 def _clean_alternatives(value: Any, schema: dict, where: str) -> Any:
+    """The first alternative ``value`` matches; where the schema has a ``discriminator`` and the value
+    names a mapped one (``sourceType: USAGE``), that one alone, so its error is the one reported."""
+    discriminator = schema.get("discriminator") or {}
+    mapped = (discriminator.get("mapping") or {}) if isinstance(value, dict) else {}
+    chosen = mapped.get(str(value.get(discriminator.get("propertyName"), ""))) if mapped else None
+    if chosen is not None:
+        return clean(value, {"$ref": chosen}, where)
     first_error: ApiError | None = None
     for option in schema.get("anyOf") or schema.get("oneOf"):
         try:

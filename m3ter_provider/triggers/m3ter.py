@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from m3ter_provider._text import plural
 from m3ter_provider.errors import M3terError, M3terRequestError, M3terTransportError
 from m3ter_provider.hooks.m3ter import M3terHook
 from m3ter_provider.jobs import get_kind
@@ -154,12 +155,24 @@ class M3terJobTrigger(BaseTrigger):
         )
 
     # ------------------------------------------------------------ off the event loop
-    def _remaining(self) -> float | None:
-        return None if self.end_time is None else self.end_time - time.time()
+    #: the clock ``end_time`` is read on, and how the trigger waits between polls (tests replace them)
+    _clock: Callable[[], float] = staticmethod(time.time)
+    _sleep: Callable[[float], Any] = staticmethod(asyncio.sleep)
 
-    async def _call(self, func: Callable[..., T], *args: Any, bounded: bool = True) -> T:
-        """Run a blocking hook call on a worker thread; give up on it when ``end_time`` comes."""
+    def _remaining(self) -> float | None:
+        return None if self.end_time is None else self.end_time - self._clock()
+
+    async def _call(
+        self, func: Callable[..., T], *args: Any, bounded: bool = True, at_deadline: bool = False
+    ) -> T:
+        """Run a blocking hook call on a worker thread; give up on it when ``end_time`` comes.
+
+        :param at_deadline: the one poll at ``end_time`` itself: it gets up to ``poll_interval``
+            (at most ``REQUEST_TIMEOUT``) seconds of its own.
+        """
         remaining = self._remaining() if bounded else None
+        if at_deadline and remaining is not None:
+            remaining = max(remaining, 0.0) + min(self.poll_interval, REQUEST_TIMEOUT)
         if remaining is not None and remaining <= 0:
             raise _DeadlinePassed
         context = contextvars.copy_context()
@@ -192,9 +205,10 @@ class M3terJobTrigger(BaseTrigger):
             hook = await self._hook(abandoned)
             errors_in_row = 0
             last_status: str | None = None
+            at_deadline = False
             while True:
                 try:
-                    job = await self._call(hook.get_job, job_kind, self.job_id)
+                    job = await self._call(hook.get_job, job_kind, self.job_id, at_deadline=at_deadline)
                 except M3terError as exc:
                     if not is_transient(exc):
                         raise
@@ -203,7 +217,8 @@ class M3terJobTrigger(BaseTrigger):
                     if errors_in_row > self.max_transient_errors:
                         yield self._event(
                             "error",
-                            f"Gave up polling {name} after {errors_in_row} transient errors in a row; "
+                            f"Gave up polling {name} after "
+                            f"{plural(errors_in_row, 'transient error')} in a row; "
                             f"the last: {exc}",
                             job,
                         )
@@ -225,9 +240,14 @@ class M3terJobTrigger(BaseTrigger):
                         yield self._event("error", f"{name} ended {status}.", job)
                         return
                 remaining = self._remaining()
-                if remaining is not None and remaining < self.poll_interval:
+                if remaining is None:
+                    await self._sleep(self.poll_interval)
+                    continue
+                if remaining <= 0 or at_deadline:
                     raise _DeadlinePassed
-                await asyncio.sleep(self.poll_interval)
+                # the last sleep ends at end_time, where one more poll may still find the job final
+                at_deadline = remaining <= self.poll_interval
+                await self._sleep(min(self.poll_interval, remaining))
         except _DeadlinePassed:
             yield self._timed_out(name, job, last_error)
         except M3terError as exc:

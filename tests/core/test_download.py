@@ -148,3 +148,24 @@ def test_object_storage_paths_are_written_beside_and_renamed(client, server, tmp
         download(client, _broken_off(server), target)
     assert (tmp_path / "bucket" / "export.csv").read_bytes() == b"x" * 300
     assert [p.name for p in (tmp_path / "bucket").iterdir()] == ["export.csv"]
+
+
+def test_a_destination_with_a_signed_query_never_reaches_the_result_or_the_log(
+    client, requests_mock, tmp_path, caplog
+):
+    import logging
+
+    requests_mock.get(PRESIGNED, content=b"a,b\n")
+    target = tmp_path / "export.csv?X-Amz-Signature=dst-secret&X-Amz-Credential=cred"
+    with caplog.at_level(logging.INFO, logger="m3ter_provider.download"):
+        result = download(client, PRESIGNED, target)
+    assert target.read_bytes() == b"a,b\n"
+    assert result == {"destination": str(tmp_path / "export.csv") + "?<query hidden>", "bytes": 4}
+    assert "dst-secret" not in caplog.text and "Downloaded 4 bytes to" in caplog.text
+
+
+def test_plural_counts():
+    from m3ter_provider._text import plural
+
+    assert [plural(n, "bill") for n in (0, 1, 2, 12000)] == ["0 bills", "1 bill", "2 bills", "12,000 bills"]
+    assert plural(1, "entry", "entries") == "1 entry" and plural(3, "entry", "entries") == "3 entries"

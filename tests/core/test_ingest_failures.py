@@ -7,9 +7,12 @@ import logging
 
 import pytest
 
+from m3ter_provider.errors import M3terAPIError, M3terConfigError
 from m3ter_provider.ingest_failures import (
+    M3terIngestCheckError,
     M3terIngestRejectedError,
     check_ingest_failures,
+    check_wait,
     read_ingest_failures,
 )
 from m3ter_provider.testing import M3terEmulator
@@ -168,10 +171,54 @@ def test_the_hook_checks_its_own_submission_and_not_another(monkeypatch: pytest.
         assert unchecked["rejected"] is None
 
 
-@pytest.mark.parametrize("wait", [float("nan"), float("inf"), -1, 3601, "60", True])
-def test_the_wait_must_be_finite_seconds(wait) -> None:
-    from m3ter_provider.errors import M3terConfigError
-    from m3ter_provider.ingest_failures import check_wait
+EVENTS_ROUTE = "GET /organizations/{orgId}/events"
 
-    with pytest.raises(M3terConfigError, match="ingest_failures_wait"):
-        check_wait(wait)
+
+@pytest.mark.parametrize("status", [403, 503])
+def test_events_m3ter_will_not_serve_are_a_warning_in_warn_mode(monkeypatch, caplog, status) -> None:
+    from m3ter_provider.hooks.m3ter import M3terHook
+
+    with M3terEmulator() as emu:
+        monkeypatch.setenv("AIRFLOW_CONN_M3TER_DEFAULT", emu.airflow_conn_json().replace(
+            '"org_id"', '"max_retries": 0, "org_id"'))  # fmt: skip
+        emu.add_fault(EVENTS_ROUTE, status=status, times=None)
+        with caplog.at_level(logging.WARNING):
+            summary = check_ingest_failures(M3terHook(), uids=["u0"], start=NOW, mode="warn", wait=0)
+        assert summary == {"rejected": None, "duplicates": None, "rejections": []}
+        assert "measurements were sent" in caplog.text and f"HTTP {status}" in caplog.text
+        with pytest.raises(
+            M3terIngestCheckError, match=rf"measurements were sent.*could not read.*HTTP {status}"
+        ):
+            check_ingest_failures(M3terHook(), uids=["u0"], start=NOW, mode="fail", wait=0)
+
+
+def test_a_later_read_that_fails_keeps_the_earlier_result_in_warn_mode(caplog) -> None:
+    hook = FakeHook([_event(0, NOW, {"eventData": {"uid": "u0", "errorType": "UndefinedMeter"}})])
+
+    def sleep(seconds: float) -> None:
+        def refused(*args, **kwargs):
+            raise M3terAPIError("refused", method="GET", path="/events", status=403)
+
+        hook.paginate = refused
+
+    with caplog.at_level(logging.WARNING):
+        summary = check_ingest_failures(hook, uids=["u0"], start=NOW, mode="warn", wait=30, sleep=sleep)
+    assert summary["rejected"] == 1
+    assert "last successful read" in caplog.text
+
+
+@pytest.mark.parametrize("wait", [float("nan"), float("inf"), -1, 3601, "soon", True, None])
+def test_a_wait_that_is_not_finite_and_capped_is_refused_by_name(wait) -> None:
+    hook = FakeHook([])
+    with pytest.raises(M3terConfigError, match=r"ingest_failures_wait .*finite number from 0 to 3600"):
+        check_ingest_failures(hook, uids=["u0"], start=NOW, mode="warn", wait=wait)
+    assert hook.yielded == 0
+    assert check_wait(3600) == 3600.0 and check_wait(0) == 0.0
+
+
+def test_a_presigned_download_url_never_becomes_the_failures_file() -> None:
+    url = "https://files.example/failed.json?X-Amz-Signature=abc&X-Amz-Credential=def"
+    hook = FakeHook([_event(0, NOW, {"eventData": {"uid": "u0", "errorType": "X", "getDownloadUrl": url}})])
+    [failure] = read_ingest_failures(hook, start=NOW)
+    assert failure.file is not None and "abc" not in failure.file and "Signature" not in failure.file
+    assert failure.file.startswith("https://files.example/failed.json")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import pathlib
 import subprocess
 import sys
 
 import pytest
 
+import m3ter_provider
 from m3ter_provider.retry import Failure, RetryPolicy, retry_after_seconds
 
 NOW = 1_700_000_000.0
@@ -108,19 +110,27 @@ def test_reauthentication_only_for_a_cached_token_and_only_once():
     assert not RetryPolicy.reauthenticate(404, fresh_token=False, refreshed=False)
 
 
-CORE = [
-    "m3ter_provider.auth",
-    "m3ter_provider.client",
-    "m3ter_provider.client_tokens",
-    "m3ter_provider.config",
-    "m3ter_provider.download",
-    "m3ter_provider.errors",
-    "m3ter_provider.ingest",
-    "m3ter_provider.jobs",
-    "m3ter_provider.paging",
-    "m3ter_provider.retry",
-    "m3ter_provider.transport",
+#: the package's top-level modules that face Airflow; every other one is core and framework-free
+AIRFLOW_FACING = {"m3ter_provider._compat", "m3ter_provider.links"}
+#: the Airflow face (and the emulator, which imports neither Airflow nor the core's HTTP stack)
+AIRFLOW_PACKAGES = {"hooks", "operators", "sensors", "triggers", "testing"}
+_PACKAGE = pathlib.Path(m3ter_provider.__file__).parent
+_MODULES = [
+    "m3ter_provider" if path.stem == "__init__" else f"m3ter_provider.{path.stem}"
+    for path in _PACKAGE.glob("*.py")
+] + [
+    f"m3ter_provider.{path.parent.name}.{path.stem}".removesuffix(".__init__")
+    for path in _PACKAGE.glob("*/*.py")
+    if path.parent.name not in AIRFLOW_PACKAGES
 ]
+CORE = sorted(set(_MODULES) - AIRFLOW_FACING)
+
+
+def test_every_framework_free_module_is_in_the_core_list():
+    for name in ("auth", "client", "client_tokens", "config", "download", "errors", "ingest",
+                 "ingest_failures", "jobs", "paging", "retry", "transport"):  # fmt: skip
+        assert f"m3ter_provider.{name}" in CORE
+    assert "m3ter_provider" in CORE and len(CORE) == len(_MODULES) - len(AIRFLOW_FACING)
 
 
 def test_the_core_imports_nothing_from_airflow():

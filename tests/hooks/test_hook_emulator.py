@@ -276,3 +276,48 @@ def test_concurrency_out_of_range_is_refused_before_sending(m3ter_conn, concurre
     with pytest.raises(ValueError, match="concurrency"):
         M3terHook().submit_measurements(make_measurements(2), concurrency=concurrency)
     assert m3ter_conn.stats()["requests_total"] == 0
+
+
+def test_test_connection_with_a_wrong_org_id_costs_one_exchange_and_keeps_the_shared_token(
+    m3ter_emulator, monkeypatch
+):
+    use(m3ter_emulator, monkeypatch)
+    shared = M3terHook()
+    shared.get("organizationconfig")  # a token is now cached for these credentials
+    token = shared.get_token()
+    use(m3ter_emulator, monkeypatch, conn_id="m3ter_wrong_org", org_id="not-my-org")
+    before = m3ter_emulator.stats()["token_exchanges"]
+    ok, message = M3terHook(m3ter_conn_id="m3ter_wrong_org").test_connection()
+    assert not ok
+    assert "org_id" in message and "permission" in message
+    assert m3ter_emulator.stats()["token_exchanges"] == before + 1
+    assert shared.get_token() == token
+    assert shared.get("organizationconfig") is not None
+    assert m3ter_emulator.stats()["token_exchanges"] == before + 1
+
+
+@pytest.mark.parametrize("password_ok", [True, False])
+def test_test_connection_closes_its_session_whichever_step_fails(m3ter_emulator, monkeypatch, password_ok):
+    from m3ter_provider.client import M3terClient
+
+    conn = json.loads(m3ter_emulator.airflow_conn_json())
+    if password_ok:
+        conn["extra"]["org_id"] = "not-my-org"
+    else:
+        conn["password"] = "not-the-secret"
+    monkeypatch.setenv("AIRFLOW_CONN_M3TER_BROKEN", json.dumps(conn))
+    closed = []
+    real_close = M3terClient.close
+    monkeypatch.setattr(M3terClient, "close", lambda self: (closed.append(self), real_close(self)))
+    ok, _message = M3terHook(m3ter_conn_id="m3ter_broken").test_connection()
+    assert not ok
+    assert len(closed) == 1
+
+
+def test_the_old_async_token_invalidation_is_gone():
+    from m3ter_provider.client import M3terClient
+    from m3ter_provider.client_tokens import ClientTokens
+
+    assert not hasattr(M3terHook, "invalidate_token")
+    assert not hasattr(M3terClient, "invalidate_token")
+    assert not hasattr(ClientTokens, "refused_value")

@@ -6,6 +6,7 @@ import asyncio
 import csv
 import datetime as dt
 import json
+import re
 import threading
 import time
 
@@ -560,3 +561,34 @@ def test_without_a_task_state_store_an_export_retry_starts_a_new_export(emu):
 def test_bad_bill_job_arguments_fail_when_the_dag_is_parsed(kwargs, message):
     with pytest.raises(M3terConfigError, match=message):
         bill_op(**kwargs)
+
+
+def test_export_dates_as_users_write_them_are_sent_as_rfc3339(emu):
+    op = export_op(export_start_date="{{ ds }}", export_end_date="{{ end }}")
+    context = make_context(op, ds="2026-01-01", end=dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc))
+    op.render_template_fields(context)  # the datetime renders as str(): "2026-01-02 00:00:00+00:00"
+    body = op._check()
+    assert (body["startDate"], body["endDate"]) == ("2026-01-01T00:00:00Z", "2026-01-02T00:00:00+00:00")
+
+
+@pytest.mark.parametrize("bad", ["2026-01-01T00:00:00+00:00Z", "yesterday"])
+def test_a_bad_export_date_is_refused_naming_the_operators_argument(emu, bad):
+    with pytest.raises(M3terConfigError, match=rf"export_end_date '{re.escape(bad)}'.*RFC 3339"):
+        export_op(export_end_date=bad)
+    op = export_op(export_start_date="{{ params.start }}")
+    context = make_context(op, params={"start": bad})
+    op.render_template_fields(context)
+    with pytest.raises(M3terConfigError, match=rf"export_start_date '{re.escape(bad)}'.*RFC 3339"):
+        op.execute(context)
+    assert requests_to(emu, POST_EXPORT) == 0
+
+
+def test_one_bill_is_logged_as_one_bill(emu, caplog, capsys):
+    import logging
+
+    op = bill_op(account_ids=seed_accounts(emu, "acme"))
+    with caplog.at_level(logging.INFO):
+        result = op.execute(make_context(op))
+    assert len(result["bill_ids"]) == 1
+    logged = caplog.text + capsys.readouterr().out  # Airflow 3 task loggers write through structlog
+    assert f"m3ter bill job {result['job_id']} produced 1 bill." in logged

@@ -96,3 +96,22 @@ def test_the_validator_covers_the_spec_keywords() -> None:
     assert clean(3, one_of, "v") == 3
     with pytest.raises(ApiError):
         clean([], one_of, "v")
+
+
+def test_a_discriminated_body_is_checked_against_the_alternative_it_names(api: Api) -> None:
+    bad_date = {"sourceType": "USAGE", "startDate": "yesterday", "endDate": "2026-01-02T00:00:00Z"}
+    message = _message(api.post("dataexports/adhoc", json=bad_date))
+    assert "startDate" in message and "operationalDataTypes" not in message
+    operational = _message(api.post("dataexports/adhoc", json={"sourceType": "OPERATIONAL"}))
+    assert "operationalDataTypes" in operational
+
+
+def test_a_bad_date_filter_is_a_400_even_when_nothing_would_be_listed(api: Api) -> None:
+    assert "billDateStart" in _message(api.get("bills", params={"billDateStart": "notadate"}))
+    assert api.get("bills", params={"billDateStart": "2026-01-01"}).json()["data"] == []
+
+
+def test_a_404_names_the_id_as_sent_unquoted(api: Api) -> None:
+    response = api.get("accounts/abc%23frag")
+    assert response.status_code == 404
+    assert "'abc#frag'" in response.json()["message"] and "%23" not in response.json()["message"]

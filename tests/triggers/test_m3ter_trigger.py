@@ -293,3 +293,41 @@ def test_old_serialized_kwargs_still_build_the_trigger():
         "cancel_on_kill": False,
     }
     assert M3terJobTrigger(**kwargs).serialize()[1] == kwargs
+
+
+def test_the_wait_lasts_until_end_time_and_polls_once_more_there(emu):
+    """poll_interval=60, 100 s to wait: polls at 0, 60 and 100 s (a fake clock), then times out."""
+    emu.job_duration = 3600
+    job_id = start_export()
+    now = [5000.0]
+    sleeps: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        now[0] += seconds
+
+    trigger = trigger_for(job_id, poll_interval=60, end_time=now[0] + 100)
+    trigger._clock = lambda: now[0]
+    trigger._sleep = fake_sleep
+    [event] = run(trigger)
+    assert event.payload["timed_out"] is True and event.payload["job_status"] in ("PENDING", "RUNNING")
+    assert sleeps == [60, 40]
+    assert emu.stats()["requests"][EXPORT_ROUTE] == 3
+
+
+def test_a_job_final_at_the_end_time_poll_is_a_success(emu):
+    emu.job_duration = 1.0
+    job_id = start_export()
+    now = [5000.0]
+
+    async def fake_sleep(seconds: float) -> None:
+        now[0] += seconds
+        if now[0] >= 5100:
+            await asyncio.sleep(1.5)  # the job is final by the poll at end_time
+
+    trigger = trigger_for(job_id, poll_interval=60, end_time=now[0] + 100)
+    trigger._clock = lambda: now[0]
+    trigger._sleep = fake_sleep
+    [event] = run(trigger)
+    assert event.payload["status"] == "success", event.payload
+    assert emu.stats()["requests"][EXPORT_ROUTE] == 3
