@@ -15,9 +15,14 @@ from m3ter_provider.token_store import FileTokenStore
 
 @pytest.fixture
 def fresh_fernet():
-    from airflow.models.crypto import get_fernet
+    """Airflow reads its Fernet key once: a cached function on 3.x, a module global on 2.11."""
+    import airflow.models.crypto as crypto
 
-    clear = getattr(get_fernet, "cache_clear", lambda: None)
+    def clear() -> None:
+        getattr(crypto.get_fernet, "cache_clear", lambda: None)()
+        if hasattr(crypto, "_fernet"):
+            crypto._fernet = None
+
     clear()
     yield
     clear()
