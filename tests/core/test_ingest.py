@@ -115,7 +115,10 @@ def test_a_bad_row_deep_in_a_generator_is_named_by_its_position():
 
 
 def test_timestamps_are_normalised_to_utc():
-    rows = [m(0, ts="2026-01-31T13:30:00.000+01:30"), m(1, ts=dt.datetime(2026, 1, 31, 12, tzinfo=dt.UTC))]
+    rows = [
+        m(0, ts="2026-01-31T13:30:00.000+01:30"),
+        m(1, ts=dt.datetime(2026, 1, 31, 12, tzinfo=dt.timezone.utc)),
+    ]
     with spool_measurements(rows, uid_namespace="ns") as spool:
         assert [r["ts"] for r in sent(spool)] == ["2026-01-31T12:00:00Z", "2026-01-31T12:00:00Z"]
 
