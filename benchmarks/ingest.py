@@ -101,9 +101,18 @@ def memory_mib(field: str) -> float:
 def child(args: argparse.Namespace) -> None:
     go = (run_hook if args.contender == "hook" else run_naive)(args)  # imports happen here, untimed
     start_rss = memory_mib("VmRSS")
+    profile = None
+    if args.profile:
+        import cProfile
+
+        profile = cProfile.Profile()
+        profile.enable()
     started, cpu = time.perf_counter(), time.process_time()
     go()
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    if profile is not None:
+        profile.disable()
+        profile.dump_stats(args.profile)
     result = {"wall_s": wall, "cpu_s": cpu, "peak_rss_mib": memory_mib("VmHWM"), "start_rss_mib": start_rss}
     print(json.dumps(result))
 
@@ -112,6 +121,9 @@ def child(args: argparse.Namespace) -> None:
 def measure(emu: Any, contender: str, count: int, file: str | None, concurrency: int) -> dict:
     # forgetting a million measurements takes the emulator a while: wait longer than run.py's reset
     emu.control.post(f"{emu.url}/_emulator/reset", timeout=600).raise_for_status()
+    meter = {"code": "api_calls", "name": "API calls", "dataFields": [], "derivedFields": []}
+    seed = {"collection": "meters", "items": [meter]}  # m3ter refuses measurements of unknown Meters
+    emu.control.post(f"{emu.url}/_emulator/seed", json=seed, timeout=60).raise_for_status()
     command = [
         sys.executable,
         os.path.abspath(__file__),
@@ -152,6 +164,7 @@ def main() -> int:
     parser.add_argument("--key")
     parser.add_argument("--secret")
     parser.add_argument("--org")
+    parser.add_argument("--profile", help="a child's cProfile stats go to this file (slows it down)")
     args = parser.parse_args()
     if args.child:
         args.contender = args.child

@@ -123,6 +123,52 @@ def test_timestamps_are_normalised_to_utc():
         assert [r["ts"] for r in sent(spool)] == ["2026-01-31T12:00:00Z", "2026-01-31T12:00:00Z"]
 
 
+def test_timestamps_with_a_zero_offset_that_is_not_utc_are_normalised_too():
+    zero = dt.timezone(dt.timedelta(0))  # equal to timezone.utc, but another object
+    rows = [m(ts=dt.datetime(2026, 1, 31, 12, tzinfo=zero)), m(ts="2026-01-31T14:00:00+02:00", ets=None)]
+    rows.append(m(ets=dt.datetime(2026, 1, 31, 13, tzinfo=zero)))
+    with spool_measurements(rows, uid_namespace="ns") as spool:
+        assert [r["ts"] for r in sent(spool)] == ["2026-01-31T12:00:00Z"] * 3
+        assert sent(spool)[2]["ets"] == "2026-01-31T13:00:00Z"
+    assert uids(rows[:1]) == uids(rows[1:2])  # the same instant: the same content, the same uid
+
+
+def test_spooling_pauses_automatic_gc_but_still_collects_garbage_cycles(monkeypatch):
+    import gc
+    import weakref
+
+    class Junk:
+        pass
+
+    alive = weakref.WeakSet()
+    most = 0
+
+    def rows(count):
+        nonlocal most
+        for i in range(count):
+            junk = Junk()
+            junk.me = junk  # a cycle: only the cyclic collector frees it
+            alive.add(junk)
+            most = max(most, len(alive))
+            yield m(i)
+
+    monkeypatch.setattr(ingest, "GC_EVERY_CHUNKS", 2)
+    assert gc.isenabled()
+    with spool_measurements(rows(10_000), uid_namespace="ns") as spool:
+        assert spool.measurements == 10_000
+    assert gc.isenabled()
+    assert most < 3_000  # collected every 2 chunks of 1,000 rows, not only at the end (10,000)
+    with pytest.raises(M3terValidationError):
+        spool_measurements([m(), {"account": "acme"}], uid_namespace="ns")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        spool_measurements([m()], uid_namespace="ns").close()
+        assert not gc.isenabled()  # a caller's choice is kept
+    finally:
+        gc.enable()
+
+
 @pytest.mark.parametrize("value", ["text", b"bytes", {"account": "a"}, 42])
 def test_a_single_value_is_not_a_list_of_measurements(value):
     with pytest.raises(M3terValidationError, match="list"):
