@@ -170,12 +170,16 @@ class Airflow:
 
 
 @contextlib.contextmanager
-def airflow_with_emulator(keep: bool = False) -> Iterator[tuple[Airflow, Any]]:
+def airflow_with_emulator(
+    keep: bool = False, *, dag_id: str = DAG_ID, dags_folder: pathlib.Path | None = None
+) -> Iterator[tuple[Airflow, Any]]:
     from m3ter_provider.testing import M3terEmulator
 
     home = pathlib.Path(tempfile.mkdtemp(prefix="m3ter-executor-airflow-"))
     with M3terEmulator() as emulator:
         airflow = Airflow(home, emulator.airflow_conn_json())
+        if dags_folder is not None:
+            airflow.env["AIRFLOW__CORE__DAGS_FOLDER"] = str(dags_folder)
         try:
             airflow.run("db", "migrate")
             airflow.start(
@@ -190,7 +194,7 @@ def airflow_with_emulator(keep: bool = False) -> Iterator[tuple[Airflow, Any]]:
             )
             airflow.start("dag-processor", "dag-processor")
             airflow.wait_for("the api-server", lambda: airflow.get("/api/v2/version").ok, 300)
-            airflow.wait_for(f"DAG {DAG_ID}", lambda: airflow.get(f"/api/v2/dags/{DAG_ID}").ok, 300)
+            airflow.wait_for(f"DAG {dag_id}", lambda: airflow.get(f"/api/v2/dags/{dag_id}").ok, 300)
             yield airflow, emulator
         finally:
             airflow.stop_all()

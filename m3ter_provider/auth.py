@@ -275,16 +275,17 @@ class TokenCache:
     def invalidate(self, credentials: Credentials, token: Token) -> None:
         """Drop ``token`` if it is still the cached one (a refused token is never used again).
 
-        Never waits for an exchange under way. With a shared store, the store forgets it too.
+        Never waits for an exchange under way. With a shared store, the store forgets it too, first:
+        a thread that finds no token in memory must not read the refused one back from the file.
         """
+        store = self._store
+        if store is not None:
+            store.discard(credentials.store_key, token.value)
         entry = self._entry(credentials)
         with self._lock:
             if entry.token is not None and entry.token.value == token.value:
                 entry.token = None
                 entry.retry_at, entry.failed_refreshes = 0.0, 0
-        store = self._store
-        if store is not None:
-            store.discard(credentials.store_key, token.value)
 
     def exchanges(self, credentials: Credentials) -> int:
         """How many successful exchanges this process made for ``credentials``."""

@@ -22,6 +22,7 @@ EXAMPLE_DAG_IDS = {
     "example_m3ter_hook",
     "example_m3ter_deferrable",
     "example_m3ter_daily_usage",  # the README's operators example, run by tests/test_readme.py
+    "example_m3ter_mapped_ingest",
 }
 #: example DAGs with a schedule (the rest are schedule=None)
 SCHEDULED = {"example_m3ter_daily_usage": "CronDataIntervalTimetable"}
@@ -105,15 +106,15 @@ def emulator(airflow_db, monkeypatch, tmp_path) -> Iterator[M3terEmulator]:
         yield emu
 
 
-def run_example(dag_id: str) -> tuple[Any, dict[tuple[str, str], Any]]:
-    """``dag.test()`` one example DAG; return its DagRun and XComs by (task_id, key)."""
+def run_example(dag_id: str, conf: dict | None = None) -> tuple[Any, dict[tuple[str, str], Any]]:
+    """``dag.test()`` one example DAG (``conf``: its params); return its DagRun and XComs by task, key."""
     from airflow.utils.session import create_session
 
     dags_folder = pathlib.Path(
         os.environ["AIRFLOW__CORE__DAGS_FOLDER"]
     )  # tests/conftest.py copies examples there
     dag = dag_bag(dags_folder).get_dag(dag_id)
-    run = dag.test()
+    run = dag.test(run_conf=conf) if conf else dag.test()
     with create_session() as session:
         xcom_model = _xcom_model()
         rows = session.query(xcom_model).filter_by(dag_id=dag_id, run_id=run.run_id).all()
