@@ -7,7 +7,8 @@ the heavy third-party packages and the provider's core modules each import pulls
 
 The provider's bytecode is compiled first, as ``pip install`` does for an installed wheel: with
 ``PYTHONDONTWRITEBYTECODE`` set (or a read-only checkout) every sample would otherwise time the
-compiler on the provider's sources, which a scheduler never pays twice (``--no-compile`` keeps that).
+compiler on the provider's sources, which a scheduler never pays twice (``--no-compile`` skips
+this step).
 
     python benchmarks/parse_cost.py [--samples 9] [--no-compile]
 """
