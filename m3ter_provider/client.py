@@ -32,6 +32,7 @@ from m3ter_provider.errors import (
     M3terRequestError,
     m3ter_message,
 )
+from m3ter_provider.limits import DEFAULT_INGEST_CONCURRENCY
 from m3ter_provider.retry import (
     IDEMPOTENT_METHODS,
     MAX_RETRY_AFTER,
@@ -55,9 +56,6 @@ __all__ = [
     "retry_after_seconds",
     "url_path",
 ]
-
-#: measurement batches in flight at once by default
-DEFAULT_INGEST_CONCURRENCY = 4
 
 
 class M3terClient:

@@ -10,25 +10,28 @@ import importlib.metadata
 import importlib.util
 from collections.abc import Iterable, Iterator, Mapping
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import requests
 from airflow.providers.common.compat.sdk import BaseHook
 
 from m3ter_provider import __version__, jobs
 from m3ter_provider._compat import mask_secret
-from m3ter_provider.auth import TokenCache
-from m3ter_provider.client import DEFAULT_INGEST_CONCURRENCY, M3terClient
-from m3ter_provider.config import M3terSettings
-from m3ter_provider.download import download
 from m3ter_provider.errors import M3terError
-from m3ter_provider.hooks._shared_tokens import share_tokens_between_processes
 from m3ter_provider.jobs import DATA_EXPORT, JobKind, data_export_body
+from m3ter_provider.limits import DEFAULT_INGEST_CONCURRENCY
+
+if TYPE_CHECKING:
+    # requests, the client and what it loads wait until a task makes a call: DAG files import this
+    # module at every parse
+    from m3ter_provider.client import M3terClient
+    from m3ter_provider.config import M3terSettings
 
 
 @functools.cache
 def _user_agent() -> str:
     """The same for the whole process: read the installed versions once."""
+    import requests
+
     try:
         airflow_version = importlib.metadata.version("apache-airflow")
     except importlib.metadata.PackageNotFoundError:  # pragma: no cover - airflow-core only installs
@@ -71,6 +74,8 @@ class M3terHook(BaseHook):
         return self._settings_from(self.get_connection(self.m3ter_conn_id))
 
     def _settings_from(self, conn: Any, label: str | None = None) -> M3terSettings:
+        from m3ter_provider.config import M3terSettings
+
         if conn.password:
             mask_secret(conn.password)
         return M3terSettings.from_connection_fields(
@@ -90,6 +95,9 @@ class M3terHook(BaseHook):
 
     @cached_property
     def client(self) -> M3terClient:
+        from m3ter_provider.client import M3terClient
+        from m3ter_provider.hooks._shared_tokens import share_tokens_between_processes
+
         share_tokens_between_processes()  # [m3ter] token_cache_dir
         return M3terClient(self.settings, user_agent=_user_agent(), on_secret=mask_secret)
 
@@ -263,6 +271,8 @@ class M3terHook(BaseHook):
 
         :return: ``{"destination": str, "bytes": n}``.
         """
+        from m3ter_provider.download import download
+
         return download(self.client, url, destination)
 
     def test_connection(self) -> tuple[bool, str]:
@@ -279,6 +289,9 @@ class M3terHook(BaseHook):
             return False, text[:1].upper() + text[1:]
         except Exception as exc:
             return False, f"Could not read this connection: {type(exc).__name__}: {exc}"
+        from m3ter_provider.auth import TokenCache
+        from m3ter_provider.client import M3terClient
+
         # A private token cache: the test costs exactly one exchange, and a refusal (a wrong org id)
         # never drops the process-wide token other hooks with the same credentials are using.
         client = M3terClient(

@@ -35,17 +35,12 @@ from m3ter_provider.ingest.schema import (
     NUMBER_MAPS,
     STRING_MAPS,
 )
-from m3ter_provider.ingest.sender import (
-    DEFAULT_CONCURRENCY,
-    M3terIngestError,
-    Progress,
-    check_concurrency,
-    plural,
-    send_spool,
-)
+from m3ter_provider.ingest.sender import M3terIngestError, Progress, plural, send_spool
 from m3ter_provider.ingest.sources import MeasurementFile, chunks_of, file_format_of
 from m3ter_provider.ingest.spool import Spool
 from m3ter_provider.ingest.uids import UidAssigner, random_namespace, uid_for
+from m3ter_provider.limits import DEFAULT_INGEST_CONCURRENCY as DEFAULT_CONCURRENCY
+from m3ter_provider.limits import check_concurrency
 
 __all__ = [
     "DEFAULT_CONCURRENCY",

@@ -8,29 +8,9 @@ import threading
 import time
 from typing import Any
 
-from m3ter_provider.errors import M3terConfigError, M3terError, M3terIngestError
+from m3ter_provider._text import plural
+from m3ter_provider.errors import M3terError, M3terIngestError
 from m3ter_provider.ingest.spool import Spool
-
-#: measurement batches in flight at once by default
-DEFAULT_CONCURRENCY = 4
-MAX_CONCURRENCY = 10
-
-
-def plural(count: int, one: str, many: str | None = None) -> str:
-    """``"1 request"``, ``"3 requests"``, ``"1,000 batches"``."""
-    return f"{count:,} {one if count == 1 else (many or one + 's')}"
-
-
-def check_concurrency(concurrency: Any) -> int:
-    if (
-        isinstance(concurrency, bool)
-        or not isinstance(concurrency, int)
-        or not 1 <= concurrency <= MAX_CONCURRENCY
-    ):
-        raise M3terConfigError(
-            f"concurrency {concurrency!r}: give a whole number from 1 to {MAX_CONCURRENCY}."
-        )
-    return concurrency
 
 
 class Progress:

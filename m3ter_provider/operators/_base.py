@@ -23,7 +23,6 @@ from m3ter_provider.errors import (
 from m3ter_provider.hooks.m3ter import M3terHook
 from m3ter_provider.jobs import JobKind, get_kind
 from m3ter_provider.links import JOB_ID_XCOM_KEY, M3terConsoleLink, persist_console_link
-from m3ter_provider.triggers.m3ter import M3terJobTrigger
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -295,6 +294,9 @@ class M3terJobOperatorBase(M3terHookMixin, ResumableJobMixin, BaseOperator):
                 job = self.hook.get_job(self.job_kind, job_id)
                 outcome = self.job_kind.outcome(job)
                 if outcome == "running":
+                    # the trigger module loads Airflow's trigger base (pydantic): only when deferring
+                    from m3ter_provider.triggers.m3ter import M3terJobTrigger
+
                     self.log.info(
                         "Deferring: the triggerer waits for m3ter %s %s.", self.job_kind.title, job_id
                     )

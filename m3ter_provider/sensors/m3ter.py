@@ -14,7 +14,6 @@ from m3ter_provider.hooks.m3ter import M3terHook
 from m3ter_provider.jobs import get_kind
 from m3ter_provider.links import M3terConsoleLink, persist_console_link
 from m3ter_provider.operators._base import M3terHookMixin, default_deferrable, job_from_event
-from m3ter_provider.triggers.m3ter import M3terJobTrigger
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -77,6 +76,9 @@ class M3terJobSensor(M3terHookMixin, BaseSensorOperator):
         answer = self.poke(context)
         if isinstance(answer, PokeReturnValue) and answer.is_done:
             return answer.xcom_value
+        # the trigger module loads Airflow's trigger base (pydantic): only when deferring
+        from m3ter_provider.triggers.m3ter import M3terJobTrigger
+
         timeout = _seconds(self.timeout)
         self.defer(
             trigger=M3terJobTrigger(
