@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-
 import pytest
+
+from tests.e2e import load_benchmark
 
 pytestmark = pytest.mark.e2e
 
-_SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "executor_tokens.py"
-
-
-def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("executor_tokens", _SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_twenty_task_processes_share_one_token_with_the_worker_cache():
-    bench = _load_benchmark()
+    bench = load_benchmark("executor_tokens")
     if bench.airflow_major() < 3:
         pytest.skip("Airflow 2 runs LocalExecutor only on Postgres or MySQL; this test uses SQLite")
     with bench.airflow_with_emulator() as (airflow, emulator):

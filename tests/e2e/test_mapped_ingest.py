@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-
 import pytest
+
+from tests.e2e import load_benchmark
 
 pytestmark = pytest.mark.e2e
 
-_SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "mapped_ingest.py"
 ROWS = 12_000
 SLICES = 4
 
 
-def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("mapped_ingest", _SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_four_mapped_tasks_in_a_429_storm_store_every_row_once():
-    bench = _load_benchmark()
+    bench = load_benchmark("mapped_ingest")
     if bench.executor_tokens.airflow_major() < 3:
         pytest.skip("Airflow 2 runs LocalExecutor only on Postgres or MySQL; this test uses SQLite")
     [result] = bench.run(ROWS, SLICES, [4], storm=0.25, timeout=600)

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-
 import pytest
+
+from tests.e2e import load_benchmark
 
 pytestmark = pytest.mark.e2e
 
-_SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "soak.py"
-
 
 def test_faults_expiry_and_a_killed_task_lose_and_double_nothing():
-    spec = importlib.util.spec_from_file_location("soak", _SCRIPT)
-    soak = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(soak)
+    soak = load_benchmark("soak")
     result = soak.soak(6_000, fault_rate=0.2, kill_at=0.4, seed=7)
     assert result["killed_part_way"], result  # the first run was cut off, not finished
     assert 0 < result["stored_when_killed"] < 6_000
