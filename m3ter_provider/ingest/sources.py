@@ -96,7 +96,6 @@ def chunks_of(measurements: Any) -> Iterator[Chunk]:
 
 
 def _dict_chunks(rows: Iterator[Any]) -> Iterator[Chunk]:
-    import msgspec
 
     kind = list[schema.measurement_type()]  # type: ignore[misc]
     start = 0
@@ -105,17 +104,24 @@ def _dict_chunks(rows: Iterator[Any]) -> Iterator[Chunk]:
         def label(index: int, start: int = start) -> str:
             return f"measurement #{start + index}"
 
-        try:
-            structs = msgspec.convert(chunk, kind)
-        except msgspec.ValidationError as exc:
-            raise schema.explain(exc, label, chunk) from None
-        yield _checked(structs, label), label
+        yield _validated(chunk, kind, label), label
         start += len(chunk)
 
 
 _TS = operator.attrgetter("ts")
 _ETS = operator.attrgetter("ets")
 _TZ = operator.attrgetter("tzinfo")
+
+
+def _validated(items: list[Any], kind: Any, label: Callable[[int], str]) -> list[Any]:
+    """``items`` (dicts) as validated measurement structs; a bad one raises, naming it by ``label``."""
+    import msgspec
+
+    try:
+        structs = msgspec.convert(items, kind)
+    except msgspec.ValidationError as exc:
+        raise schema.explain(exc, label, items) from None
+    return _checked(structs, label)
 
 
 def _checked(structs: list[Any], label: Callable[[int], str]) -> list[Any]:
@@ -212,7 +218,6 @@ def _text_lines(blocks: Iterable[tuple[bytes, int]], path: str) -> Iterator[str]
 
 
 def _csv_chunks(blocks: Iterable[tuple[bytes, int]], path: str) -> Iterator[Chunk]:
-    import msgspec
 
     kind = list[schema.measurement_type()]  # type: ignore[misc]
     reader = csv.DictReader(_text_lines(blocks, path))
@@ -237,11 +242,7 @@ def _csv_chunks(blocks: Iterable[tuple[bytes, int]], path: str) -> Iterator[Chun
         def label(index: int, lines: list[int] = lines) -> str:
             return f"{path} line {lines[index]}"
 
-        try:
-            structs = msgspec.convert(items, kind)
-        except msgspec.ValidationError as exc:
-            raise schema.explain(exc, label, items) from None
-        yield _checked(structs, label), label
+        yield _validated(items, kind, label), label
 
 
 def _csv_item(row: dict[str | None, Any], number: int, path: str) -> dict[str, Any]:
