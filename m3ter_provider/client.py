@@ -193,7 +193,6 @@ class M3terClient:
         refreshed = False
         while True:
             token = self.tokens.current()
-            fresh = self.tokens.is_fresh(token)
             response = self.transport.call(
                 method,
                 url,
@@ -211,6 +210,9 @@ class M3terClient:
             )
             if response.status_code < 500 and response.status_code not in (401, 403):
                 self.tokens.accepted(token)  # m3ter checked the token and let the call through
+            # whether m3ter ever accepted the token is asked after the answer: another thread's call
+            # (or an earlier attempt of this one) may have proven it while this call was retried
+            fresh = self.tokens.is_fresh(token)
             if self.policy.reauthenticate(response.status_code, fresh_token=fresh, refreshed=refreshed):
                 # m3ter answers an expired token with 403: drop it and try once with a fresh one
                 log.info(

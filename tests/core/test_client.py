@@ -152,6 +152,36 @@ def test_a_fresh_token_refused_is_an_org_or_permission_problem_without_a_second_
     assert "Access Key id" not in text  # not sent to check the secret: the exchange worked
 
 
+def test_a_token_another_thread_proved_meanwhile_is_refreshed_when_refused(client, requests_mock):
+    """A call sent with a new token is retried (503) while another thread's call proves that token;
+    m3ter then expires it: the retry's 403 is an expired token, not an org problem (the CI soak)."""
+    token_route = tokens(requests_mock, "t1", "t2")
+
+    def unavailable_while_another_thread_proves_t1(request, context):
+        client.tokens.accepted(Token(value="t1", expires_at=9e9, refresh_at=9e9))
+        context.status_code = 503
+        return {"message": "Service Unavailable"}
+
+    route = requests_mock.post(
+        f"{INGEST}/organizations/{ORG}/measurements",
+        [
+            {"json": unavailable_while_another_thread_proves_t1},
+            {"status_code": 403, "json": {"message": "Forbidden: the bearer token has expired"}},
+            {"json": {"result": "accepted"}},
+        ],
+    )
+    answer = client.request(
+        "POST", "measurements", json={"measurements": []}, idempotent=True, ingest_api=True
+    )
+    assert answer == {"result": "accepted"}
+    assert token_route.call_count == 2
+    assert [r.headers["Authorization"] for r in route.request_history] == [
+        "Bearer t1",
+        "Bearer t1",
+        "Bearer t2",
+    ]
+
+
 @pytest.mark.parametrize(
     "body",
     [{"message": "Bad credentials"}, {"error": "invalid_client", "error_description": "Bad credentials"}],
