@@ -32,7 +32,7 @@ from m3ter_provider.errors import M3terConfigError
 if TYPE_CHECKING:
     from m3ter_provider.client import M3terClient
 
-INSTALL_HINT = "pip install 'airflow-provider-m3ter[sdk]'"
+INSTALL_HINT = "pip install 'm3ter>=0.9.0' (the provider's sdk extra)"
 
 
 def sdk_client(client: M3terClient) -> Any:
