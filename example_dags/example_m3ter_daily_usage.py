@@ -4,7 +4,9 @@ Each run covers one day, its data interval. On Airflow 3 a cron string or timede
 empty data interval (start == end), so the DAG names ``CronDataIntervalTimetable``, which gives the
 interval a daily export needs on Airflow 2 and 3 alike. m3ter takes ISO-8601 date-times, which is what
 ``{{ data_interval_start | ts }}`` renders (``2026-01-01T00:00:00+00:00``); do not append a ``Z`` to
-it (``+00:00Z`` is refused). Needs only the ``m3ter_default`` connection.
+it (``+00:00Z`` is refused). Needs the ``m3ter_default`` connection and a Meter ``api_calls`` in the
+Organization: m3ter answers 200 for usage of an unknown Meter, then refuses it (pass
+``check_ingest_failures="warn"`` or ``"fail"`` to the submit operator to hear about that).
 """
 
 # README: operators (this block is the README's, word for word; tests/test_readme.py checks that)
