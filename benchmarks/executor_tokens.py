@@ -99,6 +99,7 @@ class Airflow:
             AIRFLOW_CONN_M3TER_DEFAULT=conn_json,
         )
         self.processes: dict[str, subprocess.Popen] = {}
+        self._token: str | None = None
 
     def run(self, *args: str) -> None:
         log = self.home / f"{args[0]}-{args[1] if len(args) > 1 else ''}.log"
@@ -140,8 +141,20 @@ class Airflow:
                 tail = (self.home / f"{name}.log").read_text()[-3000:]
                 raise RuntimeError(f"airflow {name} exited with {process.returncode}:\n{tail}")
 
+    def _auth(self) -> dict[str, str]:
+        """A bearer token from the simple auth manager (all admins): Airflow 3.1's public API
+        answers 401 without one, 3.3's lets such calls through; both hand one out at ``/auth/token``."""
+        if self._token is None:
+            answer = requests.get(self.api + "/auth/token", timeout=30)
+            if answer.ok:
+                self._token = answer.json()["access_token"]
+        return {"Authorization": f"Bearer {self._token}"} if self._token else {}
+
     def get(self, path: str) -> requests.Response:
-        return requests.get(self.api + path, timeout=30)
+        return requests.get(self.api + path, headers=self._auth(), timeout=30)
+
+    def post(self, path: str, body: dict) -> requests.Response:
+        return requests.post(self.api + path, json=body, headers=self._auth(), timeout=30)
 
     def wait_for(self, what: str, ready, timeout: float) -> Any:
         deadline = time.monotonic() + timeout
@@ -156,11 +169,7 @@ class Airflow:
 
     def trigger(self) -> str:
         run_id = f"bench-{secrets.token_hex(4)}"
-        response = requests.post(
-            f"{self.api}/api/v2/dags/{DAG_ID}/dagRuns",
-            json={"dag_run_id": run_id, "logical_date": None},
-            timeout=30,
-        )
+        response = self.post(f"/api/v2/dags/{DAG_ID}/dagRuns", {"dag_run_id": run_id, "logical_date": None})
         response.raise_for_status()
         return run_id
 

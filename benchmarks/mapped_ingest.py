@@ -28,8 +28,6 @@ import tempfile
 import time
 from typing import Any
 
-import requests
-
 HERE = pathlib.Path(__file__).resolve().parent
 DAG_FILE = HERE.parent / "example_dags" / "example_m3ter_mapped_ingest.py"
 DAG_ID = "example_m3ter_mapped_ingest"
@@ -68,10 +66,8 @@ def install_429_storm(emulator: Any, share: float, seed: int = 1) -> dict[str, i
 
 def trigger(airflow: Any, conf: dict) -> str:
     run_id = f"bench-{secrets.token_hex(4)}"
-    response = requests.post(
-        f"{airflow.api}/api/v2/dags/{DAG_ID}/dagRuns",
-        json={"dag_run_id": run_id, "logical_date": None, "conf": conf},
-        timeout=30,
+    response = airflow.post(
+        f"/api/v2/dags/{DAG_ID}/dagRuns", {"dag_run_id": run_id, "logical_date": None, "conf": conf}
     )
     response.raise_for_status()
     return run_id

@@ -221,7 +221,9 @@ def test_deferrable_dag_runs_end_to_end_through_the_triggers(emulator, monkeypat
             yield event
 
     monkeypatch.setattr(M3terJobTrigger, "run", counting_run)  # dag.test() runs triggers in this process
-    emulator.job_duration = 2.0  # long enough that neither job is done before its task looks
+    # long enough that neither job is done before its task looks: Airflow 3.1's dag.test() takes 3-4 s
+    # to start each task on this machine (3.3 about 1 s), so a job of 2 s was done before its sensor poked
+    emulator.job_duration = 8.0
     _, xcoms = run_example("example_m3ter_deferrable")
     assert [event["status"] for event in fired] == ["success", "success"]  # the export and the sensor
     assert {event["job_id"] for event in fired} == {
