@@ -10,6 +10,8 @@ module paths), or, for the mixin on Airflow below 3.3, a stand-in with the stand
 from __future__ import annotations
 
 import importlib
+import os
+import threading
 from typing import Any
 
 from airflow.providers.common.compat import sdk as _sdk
@@ -56,7 +58,33 @@ class _ResumableJobStandIn:
         return self.get_job_result(external_id, context)  # type: ignore[attr-defined]
 
 
-mask_secret = _from_official_layer("mask_secret") or _first_attribute("mask_secret", _MASK_SECRET_MODULES)
+#: Airflow's own mask_secret (the official layer's, else where common-compat 1.23 finds it)
+airflow_mask_secret = _from_official_layer("mask_secret") or _first_attribute(
+    "mask_secret", _MASK_SECRET_MODULES
+)
+_mask_lock = threading.Lock()
+
+
+def mask_secret(secret: Any, name: str | None = None) -> None:
+    """Airflow's ``mask_secret``, one thread at a time.
+
+    In a task process Airflow 3 also tells the task's supervisor, over a channel that Airflow 3.0
+    and 3.1 do not guard: two threads sending at once can read each other's answers and hang the
+    task for good (seen with four ingest threads meeting a new token together). The provider's
+    threads (ingest batches in flight, the trigger's worker threads) therefore mask through here.
+    """
+    with _mask_lock:
+        airflow_mask_secret(secret, name)
+
+
+def _new_mask_lock_in_child() -> None:
+    global _mask_lock
+    _mask_lock = threading.Lock()  # a fork while another thread masked must not leave it held
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_new_mask_lock_in_child)
+
 
 ResumableJobMixin = _from_official_layer("ResumableJobMixin")
 if ResumableJobMixin is None:
@@ -65,4 +93,4 @@ if ResumableJobMixin is None:
     except ImportError:
         ResumableJobMixin = _ResumableJobStandIn
 
-__all__ = ["ResumableJobMixin", "mask_secret"]
+__all__ = ["ResumableJobMixin", "airflow_mask_secret", "mask_secret"]

@@ -10,6 +10,8 @@ that token reads as an org id or permission problem instead of costing a second 
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from collections.abc import Callable
 
 from m3ter_provider.auth import (
@@ -46,6 +48,8 @@ class ClientTokens:
         self.transport = transport
         self._on_secret = on_secret
         self._last: Token | None = None
+        self._masking = threading.Lock()
+        self._pid = os.getpid()
         #: the last token this client exchanged while m3ter has not yet accepted it
         self._unproven: str | None = None
 
@@ -53,8 +57,12 @@ class ClientTokens:
         """A usable token, exchanging the credentials only when the cache has none."""
         token = self.cache.get(self.credentials, self.exchange)
         if token is not self._last:
-            self._on_secret(token.value)
-            self._last = token
+            if self._pid != os.getpid():  # forked while another thread may have held the lock
+                self._masking, self._pid = threading.Lock(), os.getpid()
+            with self._masking:  # threads meeting a new token together: one masks it, once
+                if token is not self._last:
+                    self._on_secret(token.value)
+                    self._last = token
         return token
 
     @property

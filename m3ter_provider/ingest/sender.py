@@ -89,6 +89,14 @@ def send_spool(
                 error = exc
                 break
     else:
+        try:
+            # the token is exchanged (or read from the worker cache) and masked on the calling
+            # thread, before any batch thread starts: wrong credentials fail here, once, and no
+            # two threads meet a new token together
+            client.get_token()
+        except BaseException as exc:
+            error = exc
+    if error is None and workers > 1:
         with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="m3ter-ingest") as pool:
             futures = [pool.submit(post, index) for index in range(len(spool))]
             for future in concurrent.futures.as_completed(futures):

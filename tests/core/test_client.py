@@ -316,6 +316,54 @@ def test_submit_measurements_posts_to_the_ingest_url(requests_mock, clock):
     assert route.last_request.headers["Content-Type"] == "application/json"
 
 
+def test_ingest_threads_never_mask_a_token_the_calling_thread_did_not(requests_mock, clock):
+    """Masking tells Airflow's supervisor, over a channel Airflow 3.0/3.1 do not guard: the ingest
+    gets its token on the calling thread before any batch thread starts, and masks it once."""
+    import threading
+
+    masked: list[tuple[str, str]] = []
+    settings = M3terSettings.from_connection_fields(
+        "m3ter_test", login="AKID", password=SECRET, host=API, extra={"org_id": ORG, "ingest_url": INGEST}
+    )
+    client = M3terClient(
+        settings,
+        token_cache=TokenCache(clock=clock),
+        on_secret=lambda value: masked.append((value, threading.current_thread().name)),
+    )
+    tokens(requests_mock, "tok")
+    requests_mock.post(f"{INGEST}/organizations/{ORG}/measurements", json={"result": "accepted"})
+    rows = [{"account": "a", "meter": "m", "ts": "2026-01-01T00:00:00Z"} for _ in range(6000)]
+    assert client.submit_measurements(rows, concurrency=4)["requests"] == 6
+    main = threading.current_thread().name
+    assert masked == [(SECRET, main), ("tok", main)]
+
+
+def test_threads_meeting_a_new_token_together_mask_it_once(client, requests_mock):
+    import threading
+    import time
+
+    masked: list[str] = []
+
+    def slow_mask(value: str) -> None:  # Airflow's masker recompiles a regex: others arrive meanwhile
+        time.sleep(0.05)
+        masked.append(value)
+
+    client.tokens._on_secret = slow_mask
+    tokens(requests_mock, "tok")
+    start = threading.Barrier(8)
+
+    def current():
+        start.wait()
+        client.tokens.current()
+
+    threads = [threading.Thread(target=current) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert masked == ["tok"]
+
+
 def test_bad_measurements_send_nothing(client, requests_mock):
     token_route = tokens(requests_mock, "tok")
     rows = [{"account": "a", "meter": "m", "ts": "2026-01-01T00:00:00Z"}, {"account": "a", "meter": "m"}]

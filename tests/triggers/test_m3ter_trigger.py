@@ -228,9 +228,9 @@ def fresh_secrets_masker():
     Measure the trigger, not the session's masker: start it empty, restore it after."""
     import importlib
 
-    from m3ter_provider._compat import mask_secret
+    from m3ter_provider._compat import airflow_mask_secret
 
-    getter = mask_secret.__globals__.get("_secrets_masker")  # 3.3, 2.11: beside mask_secret
+    getter = airflow_mask_secret.__globals__.get("_secrets_masker")  # 3.3, 2.11: beside mask_secret
     for module in ("airflow.sdk._shared.secrets_masker", "airflow._shared.secrets_masker"):  # 3.1, 3.2
         if getter is None:
             try:
