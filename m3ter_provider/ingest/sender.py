@@ -96,15 +96,15 @@ def send_spool(
             client.get_token()
         except BaseException as exc:
             error = exc
-    if error is None and workers > 1:
-        with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="m3ter-ingest") as pool:
-            futures = [pool.submit(post, index) for index in range(len(spool))]
-            for future in concurrent.futures.as_completed(futures):
-                exc = None if future.cancelled() else future.exception()
-                if exc is not None and error is None:
-                    error = exc
-                    for other in futures:
-                        other.cancel()
+        else:
+            with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="m3ter-ingest") as pool:
+                futures = [pool.submit(post, index) for index in range(len(spool))]
+                for future in concurrent.futures.as_completed(futures):
+                    exc = None if future.cancelled() else future.exception()
+                    if exc is not None and error is None:
+                        error = exc
+                        for other in futures:
+                            other.cancel()
     if error is not None:
         if not isinstance(error, M3terError):
             raise error
