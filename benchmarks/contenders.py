@@ -72,9 +72,9 @@ class Contenders:
         import m3ter_provider.hooks.m3ter  # imports happen before the clocks start
 
         if importlib.util.find_spec("m3ter") is not None:
-            import m3ter_provider.sdk
+            import m3ter_provider.core.sdk
 
-            m3ter_provider.sdk._client_class()
+            m3ter_provider.core.sdk._client_class()
             self.names += ["hook sdk", "sdk"]
         if importlib.util.find_spec("airflow.providers.http") is not None:
             import airflow.providers.http.hooks.http  # noqa: F401
@@ -86,7 +86,7 @@ class Contenders:
         return f"/organizations/{self.emu.org}/{path}"
 
     def hook(self) -> Any:
-        from m3ter_provider.auth import TOKEN_CACHE
+        from m3ter_provider.core.tokens.cache import TOKEN_CACHE
         from m3ter_provider.hooks.m3ter import M3terHook
 
         TOKEN_CACHE.clear()

@@ -50,9 +50,9 @@ def write_json_lines(path: str, count: int) -> None:
 def run_hook(args: argparse.Namespace) -> Callable[[], object]:
     import pathlib
 
-    from m3ter_provider.auth import TokenCache
-    from m3ter_provider.client import M3terClient
-    from m3ter_provider.config import M3terSettings
+    from m3ter_provider.core.client import M3terClient
+    from m3ter_provider.core.config import M3terSettings
+    from m3ter_provider.core.tokens.cache import TokenCache
 
     settings = M3terSettings.from_connection_fields(
         "bench", login=args.key, password=args.secret, host=args.url, extra={"org_id": args.org}

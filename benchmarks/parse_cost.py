@@ -26,7 +26,12 @@ import sys
 
 HEAVY = ("requests", "urllib3", "httpx", "msgspec", "m3ter", "pydantic")
 #: the provider's modules that load the HTTP stack or the ingest machinery: a task's, not a parse's
-CORE = ("m3ter_provider.client", "m3ter_provider.transport", "m3ter_provider.auth", "m3ter_provider.ingest")
+CORE = (
+    "m3ter_provider.core.client",
+    "m3ter_provider.core.transport",
+    "m3ter_provider.core.tokens.cache",
+    "m3ter_provider.core.ingest",
+)
 
 _PROBE = """
 import json, sys, time

@@ -23,9 +23,9 @@ from typing import Any
 
 import requests
 
-from m3ter_provider.auth import TokenCache
-from m3ter_provider.client import M3terClient
-from m3ter_provider.config import M3terSettings
+from m3ter_provider.core.client import M3terClient
+from m3ter_provider.core.config import M3terSettings
+from m3ter_provider.core.tokens.cache import TokenCache
 
 ROUTES = (
     "POST /oauth/token",

@@ -90,7 +90,7 @@ class M3terTransportError(M3terRequestError):
 class M3terJobError(M3terError):
     """A long-running m3ter job (export, bill job, ...) failed, was cancelled or timed out.
 
-    :param kind: the job kind (see :mod:`m3ter_provider.jobs`).
+    :param kind: the job kind (see :mod:`m3ter_provider.core.jobs`).
     :param job_id: the job's id.
     :param status: the job's last status.
     """

@@ -2,7 +2,7 @@
 
 m3ter documents no deep links into its Console, so the link opens the Console named by the
 connection's ``console_url`` (default ``https://console.m3ter.com``): the right Console for the
-environment the task used. Where :mod:`m3ter_provider.jobs` knows a Console page for a job kind
+environment the task used. Where :mod:`m3ter_provider.core.jobs` knows a Console page for a job kind
 (``console_path``), the link goes to that page instead.
 """
 
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperatorLink, XCom
 
-from m3ter_provider.jobs import get_kind
+from m3ter_provider.core.jobs import get_kind
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import BaseOperator, Context, TaskInstanceKey

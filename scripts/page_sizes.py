@@ -1,4 +1,4 @@
-"""Print m3ter_provider.paging.MAX_PAGE_SIZES from m3ter's OpenAPI spec (paste the output there).
+"""Print m3ter_provider.core.paging.MAX_PAGE_SIZES from m3ter's OpenAPI spec (paste the output there).
 
 Usage: python scripts/page_sizes.py [path/to/m3ter-openapi.json]
 Without a path it looks where tests/core/test_paging.py looks: the packaged spec, then ../shared.

@@ -24,7 +24,7 @@ os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
 
 import pytest  # noqa: E402
 
-from m3ter_provider.auth import TOKEN_CACHE  # noqa: E402
+from m3ter_provider.core.tokens.cache import TOKEN_CACHE  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,7 @@ import pytest
 #: third-party packages a DAG file must not pay for at parse time: the HTTP stacks, msgspec, the SDK
 HEAVY_PACKAGES = ("requests", "urllib3", "httpx", "msgspec", "m3ter")
 #: the provider's modules that load them (a package refuses its submodules too)
-HEAVY_MODULES = ("m3ter_provider.client", "m3ter_provider.transport", "m3ter_provider.ingest")
+HEAVY_MODULES = ("m3ter_provider.core.client", "m3ter_provider.core.transport", "m3ter_provider.core.ingest")
 #: what a DAG file imports from the provider (the trigger module last: it must not come before)
 PARSED = (
     "m3ter_provider.operators.m3ter",
@@ -93,6 +93,6 @@ def test_operators_and_sensor_leave_the_trigger_module_to_deferral(added):
 
 def test_the_probe_refuses_a_heavy_import():
     """The probe fails a module that imports the client (and requests) at module level."""
-    out = _probe(("m3ter_provider.download",))
+    out = _probe(("m3ter_provider.core.download",))
     assert out.returncode != 0
     assert "imported at DAG parse time" in out.stderr

@@ -2,7 +2,7 @@
 
 Read each time a hook builds its client, so a worker that sets ``AIRFLOW__M3TER__TOKEN_CACHE_DIR``
 shares one token per credential set between all its task processes (and its triggerer). Empty,
-the default, keeps tokens per process. The file store itself (``m3ter_provider.token_store``) knows
+the default, keeps tokens per process. The file store itself (``m3ter_provider.core.tokens.store``) knows
 nothing of Airflow: this module hands it Airflow's Fernet key, when one is configured.
 """
 
@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from m3ter_provider.auth import TOKEN_CACHE, TokenCache
+from m3ter_provider.core.tokens.cache import TOKEN_CACHE, TokenCache
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def fernet_pair() -> tuple[Callable[[bytes], bytes], Callable[[bytes], bytes]] |
 
 @functools.lru_cache(maxsize=4)
 def _store(directory: str) -> Any:
-    from m3ter_provider.token_store import FileTokenStore
+    from m3ter_provider.core.tokens.store import FileTokenStore
 
     pair = fernet_pair()
     store = FileTokenStore(directory, encrypt=pair[0] if pair else None, decrypt=pair[1] if pair else None)

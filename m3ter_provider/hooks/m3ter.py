@@ -14,17 +14,18 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseHook
 
-from m3ter_provider import __version__, jobs
+from m3ter_provider import __version__
 from m3ter_provider._compat import mask_secret
+from m3ter_provider.core import jobs
+from m3ter_provider.core.jobs import JobKind
+from m3ter_provider.core.limits import DEFAULT_INGEST_CONCURRENCY
 from m3ter_provider.errors import M3terError
-from m3ter_provider.jobs import DATA_EXPORT, JobKind, data_export_body
-from m3ter_provider.limits import DEFAULT_INGEST_CONCURRENCY
 
 if TYPE_CHECKING:
     # requests, the client and what it loads wait until a task makes a call: DAG files import this
     # module at every parse
-    from m3ter_provider.client import M3terClient
-    from m3ter_provider.config import M3terSettings
+    from m3ter_provider.core.client import M3terClient
+    from m3ter_provider.core.config import M3terSettings
 
 
 @functools.cache
@@ -74,7 +75,7 @@ class M3terHook(BaseHook):
         return self._settings_from(self.get_connection(self.m3ter_conn_id))
 
     def _settings_from(self, conn: Any, label: str | None = None) -> M3terSettings:
-        from m3ter_provider.config import M3terSettings
+        from m3ter_provider.core.config import M3terSettings
 
         if conn.password:
             mask_secret(conn.password)
@@ -90,12 +91,12 @@ class M3terHook(BaseHook):
         )
 
     def get_conn(self) -> M3terClient:
-        """The hook's :class:`~m3ter_provider.client.M3terClient` (one keep-alive session per hook)."""
+        """The hook's :class:`~m3ter_provider.core.client.M3terClient` (one keep-alive session per hook)."""
         return self.client
 
     @cached_property
     def client(self) -> M3terClient:
-        from m3ter_provider.client import M3terClient
+        from m3ter_provider.core.client import M3terClient
         from m3ter_provider.hooks._shared_tokens import share_tokens_between_processes
 
         share_tokens_between_processes()  # [m3ter] token_cache_dir
@@ -121,7 +122,7 @@ class M3terHook(BaseHook):
         token as the hook (no exchange per call); a refused token is exchanged once, as the hook does.
         Needs the optional extra: ``pip install 'airflow-provider-m3ter[sdk]'``.
         """
-        from m3ter_provider.sdk import sdk_client
+        from m3ter_provider.core.sdk import sdk_client
 
         return sdk_client(self.client)
 
@@ -190,7 +191,7 @@ class M3terHook(BaseHook):
         correct one). Without a namespace the call uses a random one: its own retries are safe.
 
         :param measurements: an iterable of dicts (a list, a generator), or a JSON Lines or CSV file
-            (``pathlib.Path``, ``ObjectStoragePath``, ``m3ter_provider.ingest.MeasurementFile``).
+            (``pathlib.Path``, ``ObjectStoragePath``, ``m3ter_provider.core.ingest.MeasurementFile``).
         :param uid_namespace: fixes the derived uids; give the task instance's (dag, task, run, map
             index) so a retried task re-sends the same uids.
         :param concurrency: batches in flight at once (1 to 10, default 4).
@@ -206,7 +207,7 @@ class M3terHook(BaseHook):
         :raises M3terIngestError: a request failed part-way: it names how many measurements and
             batches m3ter accepted; re-run with the same namespace to send the rest.
         """
-        from m3ter_provider import ingest_failures
+        from m3ter_provider.core.ingest import failures as ingest_failures
 
         mode = ingest_failures.check_mode(check_ingest_failures)
         wait = ingest_failures.check_wait(ingest_failures_wait)
@@ -252,26 +253,20 @@ class M3terHook(BaseHook):
         :param source_type: ``"USAGE"`` (needs ``start_date``, ``end_date``; optional ``meter_ids``,
             ``account_ids``, ``aggregations``, ``groups``) or ``"OPERATIONAL"`` (needs
             ``operational_data_types``). Also ``export_file_format`` (``"CSV"`` or ``"JSONL"``) and
-            ``destination_ids``. See :func:`m3ter_provider.jobs.data_export_body`.
+            ``destination_ids``. See :func:`m3ter_provider.core.jobs.data_export_body`.
         """
-        body = data_export_body(source_type, **kwargs)
-        answer = self.client.request("POST", "dataexports/adhoc", json=body)
-        job_id = answer.get("jobId") if isinstance(answer, dict) else None
-        if not job_id:
-            raise M3terError(f"POST dataexports/adhoc answered without a jobId: {answer!r}.")
-        self.log.info("Started m3ter %s data export %s.", body["sourceType"], job_id)
-        return str(job_id)
+        return jobs.start_data_export(self.client, source_type, **kwargs)
 
     def get_export_download_url(self, job_id: str) -> dict[str, Any]:
         """A presigned download URL for a finished export (``{"url", "expirationTime"}``, valid 15 min)."""
-        return self.client.request("GET", f"{DATA_EXPORT.path(job_id)}/getdownloadurl")
+        return jobs.export_download_url(self.client, job_id)
 
     def download(self, url: str, destination: Any) -> dict[str, Any]:
         """Stream a presigned URL to a local path or an ``ObjectStoragePath``; never sends the token there.
 
         :return: ``{"destination": str, "bytes": n}``.
         """
-        from m3ter_provider.download import download
+        from m3ter_provider.core.download import download
 
         return download(self.client, url, destination)
 
@@ -289,8 +284,8 @@ class M3terHook(BaseHook):
             return False, text[:1].upper() + text[1:]
         except Exception as exc:
             return False, f"Could not read this connection: {type(exc).__name__}: {exc}"
-        from m3ter_provider.auth import TokenCache
-        from m3ter_provider.client import M3terClient
+        from m3ter_provider.core.client import M3terClient
+        from m3ter_provider.core.tokens.cache import TokenCache
 
         # A private token cache: the test costs exactly one exchange, and a refusal (a wrong org id)
         # never drops the process-wide token other hooks with the same credentials are using.
@@ -414,13 +409,13 @@ class M3terHook(BaseHook):
         Events between ``start`` and ``end`` (and, given ``uids``, only those of these measurements).
 
         Reads the failed-ingest detail file of an Event when the Event alone does not name the uid or
-        the reason. See :mod:`m3ter_provider.ingest_failures`.
+        the reason. See :mod:`m3ter_provider.core.ingest.failures`.
 
         :return: dicts with ``event_id``, ``event_time``, ``error_type`` (``UndefinedMeter``,
             ``MissingField``, ``InvalidAccountCode``, ``DuplicateUid``...), ``message``, ``uid``,
             ``account``, ``meter``, ``file``.
         """
-        from m3ter_provider.ingest_failures import read_ingest_failures
+        from m3ter_provider.core.ingest.failures import read_ingest_failures
 
         failures = read_ingest_failures(self, start=start, end=end, uids=uids)
         return [failure.as_dict() for failure in failures]

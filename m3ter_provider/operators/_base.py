@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.providers.common.compat.sdk import BaseOperator, conf
 
 from m3ter_provider._compat import ResumableJobMixin
+from m3ter_provider.core.jobs import JobKind, get_kind
 from m3ter_provider.errors import (
     M3terAPIError,
     M3terConfigError,
@@ -21,7 +22,6 @@ from m3ter_provider.errors import (
     M3terJobTimeoutError,
 )
 from m3ter_provider.hooks.m3ter import M3terHook
-from m3ter_provider.jobs import JobKind, get_kind
 from m3ter_provider.links import JOB_ID_XCOM_KEY, M3terConsoleLink, persist_console_link
 
 if TYPE_CHECKING:

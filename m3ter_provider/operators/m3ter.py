@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator
 
-from m3ter_provider._text import plural
+from m3ter_provider.core._text import plural
+from m3ter_provider.core.jobs import BILL_JOB, DATA_EXPORT, data_export_body
 from m3ter_provider.errors import M3terConfigError
 from m3ter_provider.hooks.m3ter import M3terHook
-from m3ter_provider.jobs import BILL_JOB, DATA_EXPORT, data_export_body
 from m3ter_provider.links import M3terConsoleLink, persist_console_link
 from m3ter_provider.operators._base import FILE_EXPIRED, M3terHookMixin, M3terJobOperatorBase, templated
 from m3ter_provider.operators._inputs import as_id_list, open_path, parse_rendered

@@ -8,10 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator
 
+from m3ter_provider.core.limits import DEFAULT_INGEST_CONCURRENCY, check_concurrency, check_mode, check_wait
 from m3ter_provider.errors import M3terConfigError
 from m3ter_provider.hooks.m3ter import M3terHook
-from m3ter_provider.ingest_failures import check_mode, check_wait
-from m3ter_provider.limits import DEFAULT_INGEST_CONCURRENCY, check_concurrency
 from m3ter_provider.links import M3terConsoleLink, persist_console_link
 from m3ter_provider.operators._base import M3terHookMixin
 from m3ter_provider.operators._inputs import measurements_from_value, open_path
@@ -98,7 +97,9 @@ class M3terSubmitMeasurementsOperator(M3terSubmitLineageMixin, M3terHookMixin, B
         return super().render_template(content, context, jinja_env, seen_oids)
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from m3ter_provider.ingest import MeasurementFile  # the ingest machinery: only when the task runs
+        from m3ter_provider.core.ingest import (
+            MeasurementFile,  # the ingest machinery: only when the task runs
+        )
 
         if self.measurements_file is not None:
             source: Any = MeasurementFile(open_path(self.measurements_file), self.file_format)

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowSensorTimeout, BaseSensorOperator, PokeReturnValue
 
+from m3ter_provider.core.jobs import get_kind
 from m3ter_provider.errors import M3terConfigError, M3terJobTimeoutError
 from m3ter_provider.hooks.m3ter import M3terHook
-from m3ter_provider.jobs import get_kind
 from m3ter_provider.links import M3terConsoleLink, persist_console_link
 from m3ter_provider.operators._base import M3terHookMixin, default_deferrable, job_from_event
 

@@ -20,11 +20,11 @@ from typing import Any, TypeVar
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from m3ter_provider._text import plural
+from m3ter_provider.core._text import plural
+from m3ter_provider.core.jobs import get_kind
+from m3ter_provider.core.retry import RETRY_STATUSES
 from m3ter_provider.errors import M3terError, M3terRequestError, M3terTransportError
 from m3ter_provider.hooks.m3ter import M3terHook
-from m3ter_provider.jobs import get_kind
-from m3ter_provider.retry import RETRY_STATUSES
 
 T = TypeVar("T")
 

@@ -10,9 +10,9 @@ from urllib.parse import parse_qs
 import pytest
 import requests
 
-from m3ter_provider.auth import Token, TokenCache
-from m3ter_provider.client import M3terClient
-from m3ter_provider.config import M3terSettings
+from m3ter_provider.core.client import M3terClient
+from m3ter_provider.core.config import M3terSettings
+from m3ter_provider.core.tokens.cache import Token, TokenCache
 from m3ter_provider.errors import (
     M3terAPIError,
     M3terAuthError,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from m3ter_provider.config import M3terSettings, derive_ingest_url
+from m3ter_provider.core.config import M3terSettings, derive_ingest_url
 from m3ter_provider.errors import M3terConfigError
 
 

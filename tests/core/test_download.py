@@ -8,10 +8,10 @@ import pathlib
 import pytest
 import requests
 
-from m3ter_provider.auth import TokenCache
-from m3ter_provider.client import M3terClient
-from m3ter_provider.config import M3terSettings
-from m3ter_provider.download import download
+from m3ter_provider.core.client import M3terClient
+from m3ter_provider.core.config import M3terSettings
+from m3ter_provider.core.download import download
+from m3ter_provider.core.tokens.cache import TokenCache
 from m3ter_provider.errors import M3terAPIError, M3terTransportError
 
 PRESIGNED = "https://files.m3ter.test/export.csv?X-Amz-Signature=sig-do-not-log"
@@ -157,7 +157,7 @@ def test_a_destination_with_a_signed_query_never_reaches_the_result_or_the_log(
 
     requests_mock.get(PRESIGNED, content=b"a,b\n")
     target = tmp_path / "export.csv?X-Amz-Signature=dst-secret&X-Amz-Credential=cred"
-    with caplog.at_level(logging.INFO, logger="m3ter_provider.download"):
+    with caplog.at_level(logging.INFO, logger="m3ter_provider.core.download"):
         result = download(client, PRESIGNED, target)
     assert target.read_bytes() == b"a,b\n"
     assert result == {"destination": str(tmp_path / "export.csv") + "?<query hidden>", "bytes": 4}
@@ -165,7 +165,7 @@ def test_a_destination_with_a_signed_query_never_reaches_the_result_or_the_log(
 
 
 def test_plural_counts():
-    from m3ter_provider._text import plural
+    from m3ter_provider.core._text import plural
 
     assert [plural(n, "bill") for n in (0, 1, 2, 12000)] == ["0 bills", "1 bill", "2 bills", "12,000 bills"]
     assert plural(1, "entry", "entries") == "1 entry" and plural(3, "entry", "entries") == "3 entries"

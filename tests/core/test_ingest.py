@@ -11,9 +11,9 @@ import tracemalloc
 
 import pytest
 
-from m3ter_provider import ingest
+from m3ter_provider.core import ingest
+from m3ter_provider.core.ingest import MeasurementFile, spool_measurements, uid_for
 from m3ter_provider.errors import M3terConfigError, M3terValidationError
-from m3ter_provider.ingest import MeasurementFile, spool_measurements, uid_for
 
 
 def m(i=0, **extra):
@@ -286,7 +286,7 @@ def _peak_growth(tmp_path, rows: int) -> int:
             handle.write(json.dumps(row) + "\n")
     script = (
         "import sys, tracemalloc\n"
-        "from m3ter_provider.ingest import spool_measurements\n"
+        "from m3ter_provider.core.ingest import spool_measurements\n"
         "spool_measurements([{'account': 'a', 'meter': 'm', 'ts': '2026-01-01T00:00:00Z'}], "
         "uid_namespace='warm').close()\n"
         "tracemalloc.start()\n"

@@ -7,14 +7,14 @@ import logging
 
 import pytest
 
-from m3ter_provider.errors import M3terAPIError, M3terConfigError
-from m3ter_provider.ingest_failures import (
+from m3ter_provider.core.ingest.failures import (
     M3terIngestCheckError,
     M3terIngestRejectedError,
     check_ingest_failures,
     check_wait,
     read_ingest_failures,
 )
+from m3ter_provider.errors import M3terAPIError, M3terConfigError
 from m3ter_provider.testing import M3terEmulator
 
 NOW = dt.datetime(2026, 1, 1, 12, tzinfo=dt.timezone.utc)
@@ -134,7 +134,7 @@ def test_the_hook_reads_the_emulators_failures(monkeypatch: pytest.MonkeyPatch) 
 
 def test_a_spool_picks_its_own_uids_out_of_candidates() -> None:
     """The check matches Events to a submission by streaming its spool, not by holding its uids."""
-    from m3ter_provider.ingest import spool_measurements
+    from m3ter_provider.core.ingest import spool_measurements
 
     rows = [{"account": "acme", "meter": "calls", "ts": "2026-01-01T00:00:00Z", "measure": {"n": i}}
             for i in range(2500)] + [{"uid": 'quo"te', "account": "acme", "meter": "calls",

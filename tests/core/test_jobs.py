@@ -7,8 +7,8 @@ import datetime as dt
 import pendulum
 import pytest
 
+from m3ter_provider.core.jobs import BILL_JOB, DATA_EXPORT, data_export_body, export_date, wait_for_job
 from m3ter_provider.errors import M3terConfigError, M3terJobTimeoutError
-from m3ter_provider.jobs import BILL_JOB, DATA_EXPORT, data_export_body, export_date, wait_for_job
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import pathlib
 
 import pytest
 
-from m3ter_provider.paging import MAX_PAGE_SIZES, max_page_size
+from m3ter_provider.core.paging import MAX_PAGE_SIZES, max_page_size
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import pathlib
 import subprocess
 import sys
 
 import pytest
 
-import m3ter_provider
-from m3ter_provider.retry import Failure, RetryPolicy, retry_after_seconds
+from m3ter_provider.core.retry import Failure, RetryPolicy, retry_after_seconds
 
 NOW = 1_700_000_000.0
 
@@ -110,45 +108,10 @@ def test_reauthentication_only_for_a_cached_token_and_only_once():
     assert not RetryPolicy.reauthenticate(404, fresh_token=False, refreshed=False)
 
 
-#: the package's top-level modules that face Airflow; every other one is core and framework-free
-AIRFLOW_FACING = {"m3ter_provider._compat", "m3ter_provider.links"}
-#: the Airflow face (and the emulator, which imports neither Airflow nor the core's HTTP stack)
-AIRFLOW_PACKAGES = {"hooks", "operators", "sensors", "triggers", "testing"}
-_PACKAGE = pathlib.Path(m3ter_provider.__file__).parent
-_MODULES = [
-    "m3ter_provider" if path.stem == "__init__" else f"m3ter_provider.{path.stem}"
-    for path in _PACKAGE.glob("*.py")
-] + [
-    f"m3ter_provider.{path.parent.name}.{path.stem}".removesuffix(".__init__")
-    for path in _PACKAGE.glob("*/*.py")
-    if path.parent.name not in AIRFLOW_PACKAGES
-]
-CORE = sorted(set(_MODULES) - AIRFLOW_FACING)
-
-
-def test_every_framework_free_module_is_in_the_core_list():
-    for name in ("auth", "client", "client_tokens", "config", "download", "errors", "ingest",
-                 "ingest_failures", "jobs", "paging", "retry", "transport"):  # fmt: skip
-        assert f"m3ter_provider.{name}" in CORE
-    assert "m3ter_provider" in CORE and len(CORE) == len(_MODULES) - len(AIRFLOW_FACING)
-
-
-def test_the_core_imports_nothing_from_airflow():
-    code = (
-        "import importlib, json, sys\n"
-        f"for name in {CORE!r}:\n"
-        "    importlib.import_module(name)\n"
-        "print(json.dumps(sorted(m for m in sys.modules if m == 'airflow' or m.startswith('airflow.'))))\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
-
-
 def test_the_retry_policy_imports_no_http_library():
     code = (
         "import json, sys\n"
-        "import m3ter_provider.retry\n"
+        "import m3ter_provider.core.retry\n"
         "heavy = ('requests', 'urllib3', 'httpx', 'airflow')\n"
         "print(json.dumps(sorted(m for m in heavy if m in sys.modules)))\n"
     )

@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 import pytest
 
-from m3ter_provider.auth import Credentials, Token, TokenCache
-from m3ter_provider.client import M3terClient
-from m3ter_provider.config import M3terSettings
+from m3ter_provider.core.client import M3terClient
+from m3ter_provider.core.config import M3terSettings
+from m3ter_provider.core.tokens.cache import Credentials, Token, TokenCache
 from m3ter_provider.errors import M3terAuthError, M3terError, M3terTransportError
 from m3ter_provider.testing import M3terEmulator
 

@@ -12,12 +12,12 @@ import time
 
 import pytest
 
-from m3ter_provider.auth import TOKEN_CACHE, Credentials
-from m3ter_provider.client import M3terClient
-from m3ter_provider.config import M3terSettings
+from m3ter_provider.core.client import M3terClient
+from m3ter_provider.core.config import M3terSettings
+from m3ter_provider.core.tokens.cache import TOKEN_CACHE, Credentials
+from m3ter_provider.core.tokens.store import FileTokenStore
 from m3ter_provider.errors import M3terAuthError, M3terConfigError
 from m3ter_provider.testing import M3terEmulator
-from m3ter_provider.token_store import FileTokenStore
 from tests.core import token_storm
 
 KEY = "ab" * 32
@@ -183,7 +183,7 @@ def test_a_directory_others_can_enter_is_narrowed_and_said(tmp_path, caplog):
     directory = tmp_path / "tokens"
     directory.mkdir()
     os.chmod(directory, 0o755)  # noqa: S103 - the wide mode under test
-    with caplog.at_level(logging.WARNING, logger="m3ter_provider.token_store"):
+    with caplog.at_level(logging.WARNING, logger="m3ter_provider.core.tokens.store"):
         FileTokenStore(directory)
     assert mode(directory) == 0o700
     assert "had mode 755" in caplog.text and "narrowed it to 0700" in caplog.text

@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from m3ter_provider.auth import TokenCache
-from m3ter_provider.token_store import FileTokenStore
+from m3ter_provider.core.tokens.cache import TokenCache
+from m3ter_provider.core.tokens.store import FileTokenStore
 from tests.core.test_token_cache import CREDS, Exchanger, FakeClock, emulator_client, run_threads
 
 THREADS = 16

@@ -10,9 +10,9 @@ import pytest
 import requests
 import urllib3.exceptions
 
-from m3ter_provider.auth import TokenCache
-from m3ter_provider.client import M3terClient
-from m3ter_provider.config import M3terSettings
+from m3ter_provider.core.client import M3terClient
+from m3ter_provider.core.config import M3terSettings
+from m3ter_provider.core.tokens.cache import TokenCache
 from m3ter_provider.errors import (
     M3terAuthError,
     M3terConfigError,

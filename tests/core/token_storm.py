@@ -8,7 +8,7 @@ from typing import Any
 
 def settings_from(conn: dict[str, Any]) -> Any:
     """The connection settings of an emulator's ``airflow_conn_json()``."""
-    from m3ter_provider.config import M3terSettings
+    from m3ter_provider.core.config import M3terSettings
 
     return M3terSettings.from_connection_fields(
         "m3ter_default",
@@ -21,9 +21,9 @@ def settings_from(conn: dict[str, Any]) -> Any:
 
 def call_m3ter(conn: dict[str, Any], directory: str | None, barrier: Any, results: Any) -> None:
     """Wait for the others, make one API call through a fresh client, report the token's digest."""
-    from m3ter_provider.auth import TOKEN_CACHE
-    from m3ter_provider.client import M3terClient
-    from m3ter_provider.token_store import FileTokenStore
+    from m3ter_provider.core.client import M3terClient
+    from m3ter_provider.core.tokens.cache import TOKEN_CACHE
+    from m3ter_provider.core.tokens.store import FileTokenStore
 
     if directory is not None:
         TOKEN_CACHE.set_shared_store(FileTokenStore(directory))

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from m3ter_provider.auth import TOKEN_CACHE
+from m3ter_provider.core.tokens.cache import TOKEN_CACHE
 from m3ter_provider.errors import M3terAPIError, M3terAuthError, M3terTransportError, M3terValidationError
 from m3ter_provider.hooks.m3ter import M3terHook
 from m3ter_provider.testing import M3terEmulator
@@ -298,7 +298,7 @@ def test_test_connection_with_a_wrong_org_id_costs_one_exchange_and_keeps_the_sh
 
 @pytest.mark.parametrize("password_ok", [True, False])
 def test_test_connection_closes_its_session_whichever_step_fails(m3ter_emulator, monkeypatch, password_ok):
-    from m3ter_provider.client import M3terClient
+    from m3ter_provider.core.client import M3terClient
 
     conn = json.loads(m3ter_emulator.airflow_conn_json())
     if password_ok:
@@ -315,8 +315,8 @@ def test_test_connection_closes_its_session_whichever_step_fails(m3ter_emulator,
 
 
 def test_the_old_async_token_invalidation_is_gone():
-    from m3ter_provider.client import M3terClient
-    from m3ter_provider.client_tokens import ClientTokens
+    from m3ter_provider.core.client import M3terClient
+    from m3ter_provider.core.tokens.client import ClientTokens
 
     assert not hasattr(M3terHook, "invalidate_token")
     assert not hasattr(M3terClient, "invalidate_token")

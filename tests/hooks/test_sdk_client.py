@@ -85,7 +85,7 @@ def test_measurements_go_to_the_connections_ingest_url(m3ter_conn, monkeypatch):
 def test_without_the_sdk_installed_the_error_says_how_to_install_it(m3ter_conn, monkeypatch):
     import sys
 
-    from m3ter_provider import sdk as sdk_module
+    from m3ter_provider.core import sdk as sdk_module
 
     sdk_module._client_class.cache_clear()
     monkeypatch.setitem(sys.modules, "m3ter", None)  # import m3ter now raises ImportError

@@ -8,9 +8,9 @@ import os
 import pytest
 
 from m3ter_provider import get_provider_info
-from m3ter_provider.auth import TOKEN_CACHE
+from m3ter_provider.core.tokens.cache import TOKEN_CACHE
+from m3ter_provider.core.tokens.store import FileTokenStore
 from m3ter_provider.hooks.m3ter import M3terHook
-from m3ter_provider.token_store import FileTokenStore
 
 
 @pytest.fixture

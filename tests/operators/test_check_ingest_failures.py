@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from m3ter_provider.core.ingest.failures import M3terIngestRejectedError
 from m3ter_provider.errors import M3terConfigError
-from m3ter_provider.ingest_failures import M3terIngestRejectedError
 from m3ter_provider.operators.m3ter import M3terSubmitMeasurementsOperator
 from tests.operators.helpers import make_context, measurement
 

@@ -7,7 +7,8 @@ import importlib
 
 import pytest
 
-from m3ter_provider import get_provider_info, jobs, links
+from m3ter_provider import get_provider_info, links
+from m3ter_provider.core import jobs
 from m3ter_provider.links import CONSOLE_LINK_XCOM_KEY, M3terConsoleLink, console_link
 from m3ter_provider.operators.m3ter import (
     M3terBillJobOperator,

@@ -8,9 +8,9 @@ import time
 import pytest
 from airflow.providers.common.compat.sdk import ObjectStoragePath
 
+from m3ter_provider.core.ingest import M3terIngestError
 from m3ter_provider.errors import M3terConfigError, M3terValidationError
 from m3ter_provider.hooks.m3ter import M3terHook
-from m3ter_provider.ingest import M3terIngestError
 from m3ter_provider.operators.m3ter import M3terSubmitMeasurementsOperator
 from tests.operators.helpers import make_context, measurement, set_connection
 

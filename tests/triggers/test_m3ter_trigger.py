@@ -179,8 +179,8 @@ def test_the_connection_is_read_without_the_sync_api_on_airflow_3(emu, monkeypat
         raise AssertionError("the sync get_connection blocks the triggerer's event loop")
 
     monkeypatch.setattr(M3terHook, "get_connection", classmethod(refuse))
-    from m3ter_provider.client import M3terClient
-    from m3ter_provider.config import M3terSettings
+    from m3ter_provider.core.client import M3terClient
+    from m3ter_provider.core.config import M3terSettings
 
     settings = M3terSettings.from_connection_fields(
         "m3ter_default",

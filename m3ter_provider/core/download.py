@@ -22,11 +22,11 @@ from typing import Any
 
 import requests
 
-from m3ter_provider._text import plural
-from m3ter_provider.client import M3terClient
+from m3ter_provider.core._text import plural
+from m3ter_provider.core.client import M3terClient
+from m3ter_provider.core.retry import Failure
+from m3ter_provider.core.transport import TRANSPORT_EXCEPTIONS, classify, redact_url, url_path
 from m3ter_provider.errors import M3terAPIError, M3terConfigError, M3terError, M3terTransportError
-from m3ter_provider.retry import Failure
-from m3ter_provider.transport import TRANSPORT_EXCEPTIONS, classify, redact_url, url_path
 
 log = logging.getLogger(__name__)
 

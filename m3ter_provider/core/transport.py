@@ -29,8 +29,8 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 import urllib3.exceptions
 
+from m3ter_provider.core.retry import Failure, RetryPolicy, retry_after_seconds
 from m3ter_provider.errors import M3terResponseError, M3terTransportError
-from m3ter_provider.retry import Failure, RetryPolicy, retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -344,12 +344,12 @@ REDACTED_LOGGERS = (
     "httpcore.http11",
     "httpcore.http2",
     "m3ter_provider",
-    "m3ter_provider.client",
-    "m3ter_provider.client_tokens",
-    "m3ter_provider.transport",
-    "m3ter_provider.download",
-    "m3ter_provider.jobs",
-    "m3ter_provider.paging",
+    "m3ter_provider.core.client",
+    "m3ter_provider.core.tokens.client",
+    "m3ter_provider.core.transport",
+    "m3ter_provider.core.download",
+    "m3ter_provider.core.jobs",
+    "m3ter_provider.core.paging",
     "m3ter_provider.hooks.m3ter",
     "m3ter_provider.triggers.m3ter",
     "m3ter_provider.operators.m3ter",

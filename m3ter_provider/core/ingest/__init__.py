@@ -25,8 +25,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from m3ter_provider.errors import M3terValidationError
-from m3ter_provider.ingest.schema import (
+from m3ter_provider.core.ingest.schema import (
     KNOWN_FIELDS,
     MAX_CODE_LENGTH,
     MAX_MEASUREMENTS_PER_REQUEST,
@@ -35,12 +34,13 @@ from m3ter_provider.ingest.schema import (
     NUMBER_MAPS,
     STRING_MAPS,
 )
-from m3ter_provider.ingest.sender import M3terIngestError, Progress, plural, send_spool
-from m3ter_provider.ingest.sources import MeasurementFile, chunks_of, file_format_of
-from m3ter_provider.ingest.spool import Spool
-from m3ter_provider.ingest.uids import UidAssigner, random_namespace, uid_for
-from m3ter_provider.limits import DEFAULT_INGEST_CONCURRENCY as DEFAULT_CONCURRENCY
-from m3ter_provider.limits import check_concurrency
+from m3ter_provider.core.ingest.sender import M3terIngestError, Progress, plural, send_spool
+from m3ter_provider.core.ingest.sources import MeasurementFile, chunks_of, file_format_of
+from m3ter_provider.core.ingest.spool import Spool
+from m3ter_provider.core.ingest.uids import UidAssigner, random_namespace, uid_for
+from m3ter_provider.core.limits import DEFAULT_INGEST_CONCURRENCY as DEFAULT_CONCURRENCY
+from m3ter_provider.core.limits import check_concurrency
+from m3ter_provider.errors import M3terValidationError
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
@@ -115,7 +115,7 @@ def submit(
 ) -> dict[str, Any]:
     """Validate and spool every measurement, then post the bodies, ``concurrency`` at a time.
 
-    :param client: an :class:`~m3ter_provider.client.M3terClient` (its ``url`` and ``send``).
+    :param client: an :class:`~m3ter_provider.core.client.M3terClient` (its ``url`` and ``send``).
     :param measurements: an iterable of dicts (a list, a generator), or a JSON Lines or CSV file
         (a ``pathlib.Path``, an ``ObjectStoragePath`` or a :class:`MeasurementFile`); read lazily.
     :param uid_namespace: fixes the derived uids (see the module doc); default: a random one.

@@ -1,6 +1,6 @@
 """One client's token plumbing (no Airflow import): its view of the process-wide token cache.
 
-:mod:`m3ter_provider.auth` exchanges and caches tokens for the whole process; this module ties
+:mod:`m3ter_provider.core.tokens.cache` exchanges and caches tokens for the whole process; this module ties
 that to one client: the exchange runs through the client's transport (so the token endpoint is
 retried under the one retry policy), every new token is handed to ``on_secret`` (the hook masks
 it), and it remembers which token it exchanged and m3ter has not accepted yet, so a refusal of
@@ -14,7 +14,7 @@ import os
 import threading
 from collections.abc import Callable
 
-from m3ter_provider.auth import (
+from m3ter_provider.core.tokens.cache import (
     Credentials,
     Token,
     TokenCache,
@@ -22,7 +22,7 @@ from m3ter_provider.auth import (
     parse_token_response,
     raise_for_token_response,
 )
-from m3ter_provider.transport import Transport
+from m3ter_provider.core.transport import Transport
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ import pathlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
+from m3ter_provider.core.ingest import schema
 from m3ter_provider.errors import M3terConfigError, M3terValidationError
-from m3ter_provider.ingest import schema
 
 #: rows of an iterable converted at once
 CHUNK_ROWS = 1000

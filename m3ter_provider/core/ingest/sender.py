@@ -8,9 +8,9 @@ import threading
 import time
 from typing import Any
 
-from m3ter_provider._text import plural
+from m3ter_provider.core._text import plural
+from m3ter_provider.core.ingest.spool import Spool
 from m3ter_provider.errors import M3terError, M3terIngestError
-from m3ter_provider.ingest.spool import Spool
 
 
 class Progress:

@@ -25,16 +25,14 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from m3ter_provider._text import plural
-from m3ter_provider.errors import M3terConfigError, M3terError
+from m3ter_provider.core._text import plural
+from m3ter_provider.core.limits import check_mode, check_wait
+from m3ter_provider.errors import M3terError
 
 EVENT_NAME = "ingest.validation.failure"
 DUPLICATE_UID = "DuplicateUid"
 """A re-sent uid: m3ter ingested that measurement before, so it is not lost (not counted as rejected)."""
-MODES = ("off", "warn", "fail")
 REASONS_SHOWN = 5
-MAX_WAIT = 3600.0
-"""The longest ``wait`` for m3ter's asynchronous validation, in seconds."""
 MAX_EVENTS_SCANNED = 10_000
 CLOCK_SKEW = timedelta(minutes=2)
 """Events are read from this long before the window start (clocks differ; m3ter stamps the Event)."""
@@ -94,7 +92,7 @@ def read_ingest_failures(
     :param start: the window start (aware datetime; naive means UTC), e.g. just before a submission.
     :param end: the window end (default: no end).
     :param uids: keep only failures of these measurement uids (those of one submission): a
-        collection, or the submission's spool (see :meth:`m3ter_provider.ingest.Spool.uids_among`).
+        collection, or the submission's spool (see :meth:`m3ter_provider.core.ingest.Spool.uids_among`).
     :param fetch_details: when an Event does not itself name the measurement's uid or the reason,
         download its failed-ingest file (a presigned URL, fetched without the bearer token) to read them.
     :param max_events: stop after scanning this many Events (m3ter lists the newest first).
@@ -232,23 +230,6 @@ def describe(rejected: list[IngestFailure], sent: int | None) -> str:
     )
 
 
-def check_wait(wait: object) -> float:
-    """``wait`` as seconds when it is a finite number from 0 to :data:`MAX_WAIT`; else a clear error."""
-    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= MAX_WAIT:
-        raise M3terConfigError(
-            f"ingest_failures_wait {wait!r}: give the seconds to wait for m3ter's validation, "
-            f"a finite number from 0 to {MAX_WAIT:g}."
-        )
-    return float(wait)
-
-
-def check_mode(mode: object) -> str:
-    """``mode`` when it is one of off/warn/fail; else a clear error."""
-    if mode not in MODES:
-        raise M3terConfigError(f"check_ingest_failures {mode!r}: give one of {', '.join(MODES)}.")
-    return str(mode)
-
-
 # -- reading one Event ---------------------------------------------------------------------------
 def _failure(event: Mapping[str, Any]) -> IngestFailure:
     data = _event_data(event)
@@ -297,7 +278,7 @@ def _file(data: Mapping[str, Any]) -> str | None:
 
         return (parse_qs(urlsplit(url).query).get("file") or [None])[0]
     if isinstance(url, str) and url:
-        from m3ter_provider.transport import redact_url
+        from m3ter_provider.core.transport import redact_url
 
         return redact_url(url)  # a presigned URL's query authorises a download: never to XCom
     return None

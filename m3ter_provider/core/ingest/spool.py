@@ -14,8 +14,8 @@ import threading
 from array import array
 from collections.abc import Callable
 
+from m3ter_provider.core.ingest.schema import MAX_MEASUREMENTS_PER_REQUEST, MAX_REQUEST_BYTES
 from m3ter_provider.errors import M3terValidationError
-from m3ter_provider.ingest.schema import MAX_MEASUREMENTS_PER_REQUEST, MAX_REQUEST_BYTES
 
 PREFIX = b'{"measurements":['
 SUFFIX = b"]}"

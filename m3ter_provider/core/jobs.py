@@ -3,7 +3,7 @@
 The table (:data:`JOB_KINDS`) is read by the hook, the sensor and the trigger: no status string is
 written twice. Statuses are from m3ter's OpenAPI spec (``Status``, ``BillJobStatus``,
 ``StatementJobStatus``, ``JobStatus``). The calls (read, wait for, cancel; start and find bill jobs)
-are functions over an :class:`~m3ter_provider.client.M3terClient`. No Airflow import, and nothing
+are functions over an :class:`~m3ter_provider.core.client.M3terClient`. No Airflow import, and nothing
 heavy: operator modules import this one while a DAG file is parsed.
 """
 
@@ -21,7 +21,7 @@ from urllib.parse import quote, urlsplit
 from m3ter_provider.errors import M3terAPIError, M3terConfigError, M3terJobFailedError, M3terJobTimeoutError
 
 if TYPE_CHECKING:
-    from m3ter_provider.client import M3terClient
+    from m3ter_provider.core.client import M3terClient
 
 log = logging.getLogger(__name__)
 
@@ -318,6 +318,27 @@ def start_bill_job(client: M3terClient, body: Mapping[str, Any]) -> dict[str, An
             hint="Check the API URL of the connection points at m3ter's Config API.",
         )
     return job
+
+
+def start_data_export(client: M3terClient, source_type: str, **kwargs: Any) -> str:
+    """``POST dataexports/adhoc`` (see :func:`data_export_body` for the arguments); the new job's id."""
+    body = data_export_body(source_type, **kwargs)
+    answer = client.request("POST", "dataexports/adhoc", json=body)
+    job_id = answer.get("jobId") if isinstance(answer, dict) else None
+    if not job_id:
+        raise M3terAPIError(
+            "m3ter answered without a data export jobId",
+            method="POST",
+            path=urlsplit(client.url("dataexports/adhoc")).path,
+            hint="Check the API URL of the connection points at m3ter's Config API.",
+        )
+    log.info("Started m3ter %s data export %s.", body["sourceType"], job_id)
+    return str(job_id)
+
+
+def export_download_url(client: M3terClient, job_id: str) -> dict[str, Any]:
+    """A presigned download URL for a finished export (``{"url", "expirationTime"}``, valid 15 min)."""
+    return client.request("GET", f"{DATA_EXPORT.path(job_id)}/getdownloadurl")
 
 
 def bill_ids(client: M3terClient, job: Mapping[str, Any]) -> list[str]:

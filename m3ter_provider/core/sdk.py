@@ -30,7 +30,7 @@ from urllib.parse import quote
 from m3ter_provider.errors import M3terConfigError
 
 if TYPE_CHECKING:
-    from m3ter_provider.client import M3terClient
+    from m3ter_provider.core.client import M3terClient
 
 INSTALL_HINT = "pip install 'm3ter>=0.9.0' (the provider's sdk extra)"
 

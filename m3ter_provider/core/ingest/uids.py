@@ -20,7 +20,7 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
-from m3ter_provider.ingest import schema
+from m3ter_provider.core.ingest import schema
 
 #: changes only with the derivation, so uids stay the same across provider releases
 _PERSON = b"m3ter-uid-v1"
@@ -102,7 +102,7 @@ def uid_for(namespace: str, measurement: Mapping[str, Any], occurrence: int = 0)
     """
     import msgspec
 
-    from m3ter_provider.ingest.sources import chunks_of
+    from m3ter_provider.core.ingest.sources import chunks_of
 
     structs, _label = next(chunks_of([measurement]))
     assigner = UidAssigner(namespace)

@@ -37,7 +37,7 @@ _FORMAT = 1
 class FileTokenStore:
     """Share bearer tokens between processes through private files in ``directory``.
 
-    Implements :class:`m3ter_provider.auth.SharedTokenStore`.
+    Implements :class:`m3ter_provider.core.tokens.cache.SharedTokenStore`.
 
     :param directory: where the files live. Created with mode 0700 if missing. An existing directory
         the current user owns but others can read or enter is narrowed to 0700 (with a warning);

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from m3ter_provider.core.retry import CREDENTIAL_STATUSES, RETRY_STATUSES
 from m3ter_provider.errors import (
     M3terAPIError,
     M3terAuthError,
@@ -36,7 +37,6 @@ from m3ter_provider.errors import (
     M3terTransportError,
     m3ter_message,
 )
-from m3ter_provider.retry import CREDENTIAL_STATUSES, RETRY_STATUSES
 
 log = logging.getLogger(__name__)
 
