@@ -167,3 +167,16 @@ class M3terIngestError(M3terError):
             f"{cause} m3ter accepted {accepted_measurements:,} of {total_measurements:,} measurements "
             f"(in {accepted_batches:,} of {total_batches:,} {batches}) before this. {resume}"
         )
+
+
+class M3terIngestRejectedError(M3terError):
+    """m3ter accepted measurements and then refused them (``ingest.validation.failure`` Events)."""
+
+
+class M3terIngestCheckError(M3terError):
+    """The measurements were sent, but reading m3ter's Events to check them failed."""
+
+
+class M3terDestinationError(M3terError):
+    """A download could not be written to its destination (a local path or an ``ObjectStoragePath``);
+    the destination is left as it was."""

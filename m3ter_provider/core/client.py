@@ -12,29 +12,19 @@ itself holds the Organization's URLs, authenticated calls and ingest orchestrati
 
 from __future__ import annotations
 
+import functools
 import json as jsonlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import requests
-
 from m3ter_provider.core import ingest, paging
-from m3ter_provider.core.config import M3terSettings
 from m3ter_provider.core.limits import DEFAULT_INGEST_CONCURRENCY
-from m3ter_provider.core.retry import (
-    IDEMPOTENT_METHODS,
-    MAX_RETRY_AFTER,
-    RETRY_STATUSES,
-    UNPROCESSED_STATUSES,
-    RetryPolicy,
-    retry_after_seconds,
-)
+from m3ter_provider.core.retry import RetryPolicy
 from m3ter_provider.core.tokens.cache import TOKEN_CACHE, BearerAuth, Credentials, TokenCache
 from m3ter_provider.core.tokens.client import ClientTokens
-from m3ter_provider.core.transport import Transport, json_of, url_path
+from m3ter_provider.core.transport import Answer, Transport, install_log_redaction, url_path
 from m3ter_provider.errors import (
     M3terAPIError,
     M3terAuthError,
@@ -44,19 +34,14 @@ from m3ter_provider.errors import (
     m3ter_message,
 )
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator, Mapping
 
-__all__ = [
-    "DEFAULT_INGEST_CONCURRENCY",
-    "IDEMPOTENT_METHODS",
-    "MAX_RETRY_AFTER",
-    "RETRY_STATUSES",
-    "UNPROCESSED_STATUSES",
-    "M3terClient",
-    "decode",
-    "retry_after_seconds",
-    "url_path",
-]
+    import requests
+
+    from m3ter_provider.core.config import M3terSettings
+
+log = logging.getLogger(__name__)
 
 
 class M3terClient:
@@ -89,6 +74,7 @@ class M3terClient:
             api_secret=settings.api_secret,
             label=settings.label,
         )
+        install_log_redaction()  # presigned URLs' signatures stay out of every log line from here on
         on_secret = on_secret or (lambda _secret: None)
         on_secret(settings.api_secret)
         #: the one retry policy (see :mod:`m3ter_provider.core.retry`)
@@ -167,8 +153,7 @@ class M3terClient:
         """
         url = self.url(path, ingest_api=ingest_api)
         body = None if json is None else encode_json(json, method=method.upper(), path=url_path(url))
-        response = self.send(method, url, params=params, body=body, idempotent=idempotent)
-        return decode(response)
+        return self.send(method, url, params=params, body=body, idempotent=idempotent).body
 
     def send(
         self,
@@ -178,8 +163,9 @@ class M3terClient:
         params: Mapping[str, Any] | None = None,
         body: bytes | None = None,
         idempotent: bool | None = None,
-    ) -> requests.Response:
-        """Send an authenticated request with retries; return only a 2xx whose body is JSON or empty.
+    ) -> Answer:
+        """Send an authenticated request with retries; return only a 2xx whose body is JSON or empty
+        (its decoded body is :attr:`Answer.body <m3ter_provider.core.transport.Answer.body>`).
 
         Raises an :class:`M3terRequestError` subclass on any failure: an error status after the
         retries, a redirect or a non-JSON answer (:class:`M3terResponseError`), no usable answer
@@ -194,10 +180,11 @@ class M3terClient:
         refreshed = False
         while True:
             token = self.tokens.current()
-            response = self.transport.call(
+            answer = self.transport.call(
                 method,
                 url,
-                lambda token=token: self.session.request(
+                functools.partial(
+                    self.session.request,
                     method,
                     url,
                     params=query,
@@ -209,6 +196,7 @@ class M3terClient:
                 ),
                 idempotent=idempotent,
             )
+            response = answer.response
             if response.status_code < 500 and response.status_code not in (401, 403):
                 self.tokens.accepted(token)  # m3ter checked the token and let the call through
             # whether m3ter ever accepted the token is asked after the answer: another thread's call
@@ -226,19 +214,20 @@ class M3terClient:
                 refreshed = True
                 continue
             if 200 <= response.status_code < 300:
-                return response
-            raise self._error(method, url, response)
+                return answer
+            raise self._error(method, url, answer)
 
-    def _error(self, method: str, url: str, response: requests.Response) -> M3terRequestError:
+    def _error(self, method: str, url: str, answer: Answer) -> M3terRequestError:
+        response = answer.response
         try:
             body = response.json()
         except ValueError:
             body = None
         status = response.status_code
-        attempts = getattr(response, "attempts", 1)
+        attempts = answer.attempts
         content_type = response.headers.get("Content-Type") or "no Content-Type"
         not_json = "" if body is not None or not response.content else f" ({content_type}, not m3ter's JSON)"
-        kwargs = dict(
+        kwargs: dict[str, Any] = dict(
             method=method,
             path=url_path(url),
             status=status,
@@ -313,11 +302,6 @@ class M3terClient:
             max_bytes=max_bytes,
             after_send=after_send,
         )
-
-
-def decode(response: requests.Response) -> Any:
-    """The JSON body of a response :meth:`M3terClient.send` returned, or ``None`` when it is empty."""
-    return json_of(response)
 
 
 def encode_json(value: Any, *, method: str, path: str) -> bytes:

@@ -10,27 +10,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from m3ter_provider.errors import M3terConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 DEFAULT_API_URL = "https://api.m3ter.com"
 DEFAULT_CONSOLE_URL = "https://console.m3ter.com"
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_MAX_RETRIES = 5
 EXTRA_PREFIX = "extra__m3ter__"
-
-#: extra fields a connection may carry, with what each is for (shown in errors and the UI)
-EXTRA_FIELDS = {
-    "org_id": "the m3ter Organization id (required)",
-    "ingest_url": "the ingest API URL (default: the API URL with 'api.' swapped for 'ingest.')",
-    "token_url": "the OAuth token URL (default: <API URL>/oauth/token)",
-    "console_url": f"the m3ter Console URL (default {DEFAULT_CONSOLE_URL})",
-    "timeout": f"seconds to wait for m3ter on each request (default {DEFAULT_TIMEOUT:g})",
-    "max_retries": f"retries of a failed request (default {DEFAULT_MAX_RETRIES})",
-}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,15 +18,22 @@ import logging
 import os
 import pathlib
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 
 from m3ter_provider.core._text import plural
-from m3ter_provider.core.client import M3terClient
 from m3ter_provider.core.retry import Failure
 from m3ter_provider.core.transport import TRANSPORT_EXCEPTIONS, classify, redact_url, url_path
-from m3ter_provider.errors import M3terAPIError, M3terConfigError, M3terError, M3terTransportError
+from m3ter_provider.errors import (
+    M3terAPIError,
+    M3terConfigError,
+    M3terDestinationError,
+    M3terTransportError,
+)
+
+if TYPE_CHECKING:
+    from m3ter_provider.core.client import M3terClient
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +84,7 @@ def download(client: M3terClient, url: str, destination: Any, *, chunk_size: int
                 attempt += 1
     except OSError as exc:  # writing the destination failed (network errors are M3terErrors by now)
         target.discard()
-        raise M3terError(
+        raise M3terDestinationError(
             f"Could not write the download to {redact_url(str(destination))} "
             f"({type(exc).__name__}: {exc.strerror or exc}); "
             "the destination was left as it was."
@@ -106,13 +113,14 @@ class _BrokenOff(Exception):
 def _fetch(client: M3terClient, plain: requests.Session, url: str, target: _Target, chunk_size: int) -> int:
     """One attempt: GET (retried as the policy says), stream into the temporary file, rename it onto
     the destination. Return the bytes written; raise :class:`_BrokenOff` if the body broke off."""
-    response = client.transport.call(
+    answer = client.transport.call(
         "GET",
         url,
         lambda: plain.get(url, stream=True, timeout=client.timeout, allow_redirects=True),
         idempotent=True,
         json_body=False,
     )
+    response = answer.response
     if not 200 <= response.status_code < 300:
         response.close()
         raise M3terAPIError(
@@ -120,6 +128,7 @@ def _fetch(client: M3terClient, plain: requests.Session, url: str, target: _Targ
             method="GET",
             path=url_path(url),
             status=response.status_code,
+            attempts=answer.attempts,
             hint="Presigned m3ter download URLs expire after 15 minutes: fetch a new one.",
         )
     received = 0

@@ -258,7 +258,8 @@ def _check_id(job_id: Any, kind: JobKind) -> str:
 # ---------------------------------------------------------------- calls that follow jobs
 def get_job(client: M3terClient, kind: str | JobKind, job_id: str) -> dict[str, Any]:
     """Read one job of ``kind`` (see :data:`JOB_KINDS`)."""
-    return client.request("GET", get_kind(kind).path(job_id))
+    job: dict[str, Any] = client.request("GET", get_kind(kind).path(job_id))
+    return job
 
 
 def wait_for_job(
@@ -338,7 +339,8 @@ def start_data_export(client: M3terClient, source_type: str, **kwargs: Any) -> s
 
 def export_download_url(client: M3terClient, job_id: str) -> dict[str, Any]:
     """A presigned download URL for a finished export (``{"url", "expirationTime"}``, valid 15 min)."""
-    return client.request("GET", f"{DATA_EXPORT.path(job_id)}/getdownloadurl")
+    answer: dict[str, Any] = client.request("GET", f"{DATA_EXPORT.path(job_id)}/getdownloadurl")
+    return answer
 
 
 def bill_ids(client: M3terClient, job: Mapping[str, Any]) -> list[str]:

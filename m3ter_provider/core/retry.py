@@ -27,7 +27,10 @@ import enum
 import math
 import random
 import time
-from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
 
 #: statuses worth another try: m3ter was busy, throttled us or failed on its side
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})

@@ -23,19 +23,24 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import time
-from collections.abc import Generator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import quote
 
 from m3ter_provider.errors import M3terConfigError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Generator
+
+    import httpx
+    import m3ter
+    from m3ter._models import FinalRequestOptions  # the type _prepare_options takes (0.9.x)
+
     from m3ter_provider.core.client import M3terClient
 
-INSTALL_HINT = "pip install 'm3ter>=0.9.0' (the provider's sdk extra)"
+INSTALL_HINT = "pip install 'm3ter>=0.9.0,<0.10' (the provider's sdk extra)"
 
 
-def sdk_client(client: M3terClient) -> Any:
+def sdk_client(client: M3terClient) -> m3ter.M3ter:
     """An ``m3ter.M3ter`` that uses ``client``'s settings (URLs, timeout, retries) and cached token."""
     cls = _client_class()
     import httpx
@@ -53,15 +58,31 @@ def sdk_client(client: M3terClient) -> Any:
     )
 
 
+#: the SDK's private extension points :class:`ProviderTokenM3ter` overrides (``m3ter`` 0.9.x; the
+#: ``sdk`` extra pins ``<0.10`` and tests/core/test_sdk_shape.py checks them on the installed SDK)
+OVERRIDDEN = ("_prepare_options", "_prepare_request", "custom_auth", "copy", "with_options")
+
+
 @functools.cache
-def _client_class() -> type:
+def _client_class() -> Callable[..., m3ter.M3ter]:
+    """``m3ter.M3ter``'s subclass on the provider's token cache (built once, on first use)."""
+    _require_sdk()
+    return _provider_class(_refresh_on_refusal_class())
+
+
+def _require_sdk() -> None:
+    """Raise a :class:`M3terConfigError` saying how to install the SDK when it is missing."""
     try:
-        import httpx
-        import m3ter
+        import httpx  # noqa: F401
+        import m3ter  # noqa: F401
     except ImportError:
         raise M3terConfigError(
             f"get_sdk_client() needs the official m3ter SDK, which is not installed: {INSTALL_HINT}"
         ) from None
+
+
+def _refresh_on_refusal_class() -> type[httpx.Auth]:
+    import httpx
 
     class _RefreshOnRefusal(httpx.Auth):
         """Send the provider's token; on 401/403 drop it and retry once with a fresh one."""
@@ -84,12 +105,19 @@ def _client_class() -> type:
         def __repr__(self) -> str:
             return "_RefreshOnRefusal(<token hidden>)"
 
-    class ProviderTokenM3ter(m3ter.M3ter):  # type: ignore[misc, valid-type]
+    return _RefreshOnRefusal
+
+
+def _provider_class(auth_class: Callable[[M3terClient], httpx.Auth]) -> Callable[..., m3ter.M3ter]:
+    import httpx
+    import m3ter
+
+    class ProviderTokenM3ter(m3ter.M3ter):
         """``m3ter.M3ter`` whose bearer token comes from airflow-provider-m3ter's token cache."""
 
         def __init__(self, *, provider_client: M3terClient, **kwargs: Any) -> None:
             self._provider_client = provider_client
-            self._provider_auth = _RefreshOnRefusal(provider_client)
+            self._provider_auth = auth_class(provider_client)
             super().__init__(**kwargs)
             self._refresh_token()
 
@@ -101,7 +129,7 @@ def _client_class() -> type:
             # the SDK compares a naive local datetime with datetime.now()
             self.token_expiry = dt.datetime.fromtimestamp(time.time() + remaining)
 
-        def _prepare_options(self, options: Any) -> Any:
+        def _prepare_options(self, options: FinalRequestOptions) -> FinalRequestOptions:
             self._refresh_token()
             return options
 
@@ -118,7 +146,7 @@ def _client_class() -> type:
         def custom_auth(self) -> httpx.Auth:
             return self._provider_auth
 
-        def copy(self, **kwargs: Any) -> Any:
+        def copy(self, **kwargs: Any) -> NoReturn:
             raise NotImplementedError(
                 "copy()/with_options() would build a plain m3ter.M3ter with its own token handling; "
                 "call hook.get_sdk_client() again, or pass timeout/max_retries per call."

@@ -9,7 +9,8 @@ a strict idea of success (no Airflow import).
   error naming the status and content type; a cut-off JSON body is a transport failure, retried
   where a repeat is safe.
 - Presigned URLs' signatures never reach a log line: :func:`install_log_redaction` puts a filter
-  on this provider's, urllib3's, requests' and httpx's loggers (installed on import).
+  on this provider's, urllib3's, requests' and httpx's loggers. Importing this module changes no
+  logger: :class:`~m3ter_provider.core.client.M3terClient` installs the filters when it is built.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
@@ -31,6 +32,9 @@ import urllib3.exceptions
 
 from m3ter_provider.core.retry import Failure, RetryPolicy, retry_after_seconds
 from m3ter_provider.errors import M3terResponseError, M3terTransportError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,30 @@ _INVALID_REQUEST = (
 
 class _BodyCutOff(Exception):
     """A 2xx whose JSON body ended early or is malformed: the answer did not arrive whole."""
+
+
+#: what one attempt may raise that the retry policy decides about
+_ATTEMPT_FAILURES: tuple[type[BaseException], ...] = (_BodyCutOff, *TRANSPORT_EXCEPTIONS)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What :meth:`Transport.call` returns: m3ter's final answer after the retries.
+
+    :param response: the last response (any status; a 2xx's body has been read).
+    :param attempts: how many requests it took (1 when the first was final).
+    :param body: the decoded JSON body of a 2xx checked for JSON (``None`` for an empty body, for a
+        non-2xx, or when the call asked for no JSON check).
+    """
+
+    response: requests.Response
+    attempts: int = 1
+    body: Any = None
+
+    @property
+    def status(self) -> int:
+        """The HTTP status of :attr:`response`."""
+        return self.response.status_code
 
 
 class Transport:
@@ -108,20 +136,20 @@ class Transport:
         *,
         idempotent: bool,
         json_body: bool = True,
-    ) -> requests.Response:
+    ) -> Answer:
         """Run ``send`` until it gives a final answer, retrying as the policy says.
 
-        Returns the last response whatever its status (after retries of transient ones); a 2xx
-        has had its JSON body checked (``json_body``). Raises :class:`M3terTransportError` when
-        no usable answer arrived, :class:`M3terResponseError` for a 3xx or a non-JSON 2xx.
+        Returns the last response whatever its status (after retries of transient ones), with the
+        number of attempts; a 2xx has had its JSON body checked and decoded (``json_body``).
+        Raises :class:`M3terTransportError` when no usable answer arrived,
+        :class:`M3terResponseError` for a 3xx or a non-JSON 2xx.
         """
         attempt = 0
         while True:
             try:
                 response = send()
-                if json_body:
-                    _read_json(method, url, response)
-            except (_BodyCutOff, *TRANSPORT_EXCEPTIONS) as exc:
+                body = _read_json(method, url, response) if json_body else None
+            except _ATTEMPT_FAILURES as exc:
                 failure, reason = classify(exc)
                 if not self.policy.retry_failure(failure, attempt, idempotent=idempotent):
                     raise self._failure_error(method, url, failure, reason, attempt + 1, idempotent) from None
@@ -138,11 +166,10 @@ class Transport:
             else:
                 status = response.status_code
                 if not self.policy.retry_status(status, attempt, idempotent=idempotent):
-                    response.attempts = attempt + 1  # type: ignore[attr-defined]
                     if 300 <= status < 400:
                         response.close()
-                        raise redirect_error(method, url, response, self.label)
-                    return response
+                        raise redirect_error(method, url, response, self.label, attempts=attempt + 1)
+                    return Answer(response, attempts=attempt + 1, body=body)
                 retry_after = retry_after_seconds(response.headers)
                 delay = self.policy.delay(attempt, retry_after)
                 response.close()
@@ -177,16 +204,16 @@ class Transport:
         )
 
 
-def _read_json(method: str, url: str, response: requests.Response) -> None:
-    """Check a 2xx has a JSON body (or none) and keep it decoded as ``response.m3ter_json``."""
+def _read_json(method: str, url: str, response: requests.Response) -> Any:
+    """Check a 2xx has a JSON body (or none) and return it decoded (``None`` for an empty body or a
+    non-2xx)."""
     if not 200 <= response.status_code < 300:
-        return
+        return None
     content = response.content  # a body cut off mid-way raises here (ChunkedEncodingError)
     if not content.strip():
-        response.m3ter_json = None  # type: ignore[attr-defined]
-        return
+        return None
     try:
-        response.m3ter_json = jsonlib.loads(content)  # type: ignore[attr-defined]
+        return jsonlib.loads(content)
     except ValueError:
         content_type = response.headers.get("Content-Type") or "no Content-Type"
         if _is_json_type(content_type):
@@ -202,17 +229,14 @@ def _read_json(method: str, url: str, response: requests.Response) -> None:
         ) from None
 
 
-def json_of(response: requests.Response) -> Any:
-    """The decoded JSON body :meth:`Transport.call` checked (``None`` for an empty body)."""
-    return getattr(response, "m3ter_json", None)
-
-
 def _is_json_type(content_type: str) -> bool:
     media = content_type.split(";", 1)[0].strip().lower()
     return media == "application/json" or media.endswith("+json")
 
 
-def redirect_error(method: str, url: str, response: requests.Response, label: str) -> M3terResponseError:
+def redirect_error(
+    method: str, url: str, response: requests.Response, label: str, *, attempts: int = 1
+) -> M3terResponseError:
     """A 3xx: redirects are never followed (the bearer token must not go elsewhere)."""
     location = response.headers.get("Location") or "nowhere"
     return M3terResponseError(
@@ -221,7 +245,7 @@ def redirect_error(method: str, url: str, response: requests.Response, label: st
         method=method,
         path=url_path(url),
         status=response.status_code,
-        attempts=getattr(response, "attempts", 1),
+        attempts=attempts,
         hint=f"Check the URLs of {label} (host, ingest_url, token_url): use the address the redirect "
         "points at, with https.",
     )
@@ -359,11 +383,19 @@ _FILTER = RedactingFilter("m3ter-presigned-url-redaction")
 
 
 def install_log_redaction() -> None:
-    """Put the redacting filter on every logger in :data:`REDACTED_LOGGERS` (idempotent)."""
+    """Put the redacting filter on every logger in :data:`REDACTED_LOGGERS` (idempotent: a logger
+    gets it once, however often this runs).
+
+    :class:`~m3ter_provider.core.client.M3terClient` calls it when it is built, so anything that
+    sends a request (the hook, the trigger, the SDK client, a download) runs with the filters on;
+    importing this module installs nothing.
+    """
     for name in REDACTED_LOGGERS:
         logger = logging.getLogger(name)
         if _FILTER not in logger.filters:
             logger.addFilter(_FILTER)
 
 
-install_log_redaction()
+def log_redaction_installed() -> bool:
+    """Whether :func:`install_log_redaction` has put the filter on every logger it names."""
+    return all(_FILTER in logging.getLogger(name).filters for name in REDACTED_LOGGERS)

@@ -8,7 +8,6 @@ import datetime as dt
 import functools
 import importlib.metadata
 import importlib.util
-from collections.abc import Iterable, Iterator, Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -17,15 +16,17 @@ from airflow.providers.common.compat.sdk import BaseHook
 from m3ter_provider import __version__
 from m3ter_provider._compat import mask_secret
 from m3ter_provider.core import jobs
-from m3ter_provider.core.jobs import JobKind
 from m3ter_provider.core.limits import DEFAULT_INGEST_CONCURRENCY
 from m3ter_provider.errors import M3terError
 
 if TYPE_CHECKING:
     # requests, the client and what it loads wait until a task makes a call: DAG files import this
     # module at every parse
+    from collections.abc import Iterable, Iterator, Mapping
+
     from m3ter_provider.core.client import M3terClient
     from m3ter_provider.core.config import M3terSettings
+    from m3ter_provider.core.jobs import JobKind
 
 
 @functools.cache
@@ -208,9 +209,10 @@ class M3terHook(BaseHook):
             batches m3ter accepted; re-run with the same namespace to send the rest.
         """
         from m3ter_provider.core.ingest import failures as ingest_failures
+        from m3ter_provider.core.limits import check_mode, check_wait
 
-        mode = ingest_failures.check_mode(check_ingest_failures)
-        wait = ingest_failures.check_wait(ingest_failures_wait)
+        mode = check_mode(check_ingest_failures)
+        wait = check_wait(ingest_failures_wait)
         after_send = None
         if mode != "off":
             started = dt.datetime.now(dt.timezone.utc)

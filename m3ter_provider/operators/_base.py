@@ -1,5 +1,5 @@
-"""What the m3ter operators and the sensor share: the cached hook, reading a trigger's event, and the
-base of operators that start an m3ter job, wait for it (or defer) and summarise it."""
+"""The base of operators that start an m3ter job, wait for it (or defer) and summarise it (what the
+sensor shares with them lives in :mod:`m3ter_provider.tasks`)."""
 
 from __future__ import annotations
 
@@ -7,25 +7,25 @@ import hashlib
 import json
 import logging
 import time
-from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow.providers.common.compat.sdk import BaseOperator, conf
+from airflow.providers.common.compat.sdk import BaseOperator
 
 from m3ter_provider._compat import ResumableJobMixin
-from m3ter_provider.core.jobs import JobKind, get_kind
 from m3ter_provider.errors import (
     M3terAPIError,
     M3terConfigError,
     M3terError,
     M3terJobFailedError,
-    M3terJobTimeoutError,
 )
 from m3ter_provider.hooks.m3ter import M3terHook
 from m3ter_provider.links import JOB_ID_XCOM_KEY, M3terConsoleLink, persist_console_link
+from m3ter_provider.tasks import M3terHookMixin, default_deferrable, job_from_event
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
+
+    from m3ter_provider.core.jobs import JobKind
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +35,6 @@ JOB_NOT_FOUND = "NOT_FOUND"
 FILE_EXPIRED = "FILE_EXPIRED"
 #: statuses of a stored job a retry must not follow: it starts a new job instead
 UNFOLLOWABLE = frozenset({JOB_NOT_FOUND, FILE_EXPIRED})
-
-
-def default_deferrable() -> bool:
-    """``[operators] default_deferrable`` from Airflow's config (False when unset)."""
-    return conf.getboolean("operators", "default_deferrable", fallback=False)
 
 
 def templated(*values: Any) -> bool:
@@ -61,34 +56,6 @@ def templated(*values: Any) -> bool:
         elif value is not None and not isinstance(value, (int, float, bool)) and hasattr(value, "resolve"):
             return True  # an XComArg (task.output) or another lazily resolved value
     return False
-
-
-class M3terHookMixin:
-    """The operator's :class:`M3terHook` for its ``m3ter_conn_id``, made once per task."""
-
-    m3ter_conn_id: str
-
-    @cached_property
-    def hook(self) -> M3terHook:
-        return M3terHook(m3ter_conn_id=self.m3ter_conn_id)
-
-
-def job_from_event(
-    event: dict[str, Any] | None, kind: str | JobKind, job_id: str | None = None
-) -> tuple[str, dict[str, Any] | None]:
-    """Read an :class:`~m3ter_provider.triggers.m3ter.M3terJobTrigger` event: ``(job id, final job)``.
-
-    :raises M3terJobTimeoutError: the trigger's ``end_time`` passed first.
-    :raises M3terJobFailedError: the job failed, was cancelled or could not be read.
-    """
-    job_kind = get_kind(kind)
-    event = event or {}
-    job_id = str(event.get("job_id") or job_id or "")
-    if event.get("status") == "success":
-        return job_id, event.get("job")
-    message = event.get("message") or f"m3ter {job_kind.title} {job_id}: no event from the trigger."
-    error = M3terJobTimeoutError if event.get("timed_out") else M3terJobFailedError
-    raise error(message, kind=job_kind.name, job_id=job_id, status=event.get("job_status"))
 
 
 def _variables() -> Any:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json as jsonlib
 import re
-from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator
@@ -21,6 +20,8 @@ from m3ter_provider.operators._lineage import M3terExportLineageMixin
 from m3ter_provider.operators.measurements import M3terSubmitMeasurementsOperator
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
     from airflow.providers.common.compat.sdk import Context
 
 __all__ = [

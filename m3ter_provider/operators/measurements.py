@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json as jsonlib
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator
@@ -17,6 +16,8 @@ from m3ter_provider.operators._inputs import measurements_from_value, open_path
 from m3ter_provider.operators._lineage import M3terSubmitLineageMixin
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from airflow.providers.common.compat.sdk import Context
 
 

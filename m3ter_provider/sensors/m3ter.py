@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -13,9 +12,11 @@ from m3ter_provider.core.jobs import get_kind
 from m3ter_provider.errors import M3terConfigError, M3terJobTimeoutError
 from m3ter_provider.hooks.m3ter import M3terHook
 from m3ter_provider.links import M3terConsoleLink, persist_console_link
-from m3ter_provider.operators._base import M3terHookMixin, default_deferrable, job_from_event
+from m3ter_provider.tasks import M3terHookMixin, default_deferrable, job_from_event
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from airflow.providers.common.compat.sdk import Context
 
 

@@ -15,16 +15,18 @@ import functools
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from m3ter_provider.core._text import plural
-from m3ter_provider.core.jobs import get_kind
+from m3ter_provider.core.jobs import JobKind, get_kind
 from m3ter_provider.core.retry import RETRY_STATUSES
 from m3ter_provider.errors import M3terError, M3terRequestError, M3terTransportError
 from m3ter_provider.hooks.m3ter import M3terHook
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
 
 T = TypeVar("T")
 
@@ -228,26 +230,11 @@ class M3terJobTrigger(BaseTrigger):
                     )
                 else:
                     errors_in_row, last_error = 0, None
-                    status = job_kind.status(job)
-                    if status != last_status:
-                        self.log.info("%s is %s.", name, status)
-                        last_status = status
-                    outcome = job_kind.outcome(job)
-                    if outcome == "done":
-                        yield self._event("success", f"{name} finished {status}.", job)
+                    last_status, final = self._read(job_kind, name, job, last_status)
+                    if final is not None:
+                        yield final
                         return
-                    if outcome == "failed":
-                        yield self._event("error", f"{name} ended {status}.", job)
-                        return
-                remaining = self._remaining()
-                if remaining is None:
-                    await self._sleep(self.poll_interval)
-                    continue
-                if remaining <= 0 or at_deadline:
-                    raise _DeadlinePassed
-                # the last sleep ends at end_time, where one more poll may still find the job final
-                at_deadline = remaining <= self.poll_interval
-                await self._sleep(min(self.poll_interval, remaining))
+                at_deadline = await self._pause(at_deadline)
         except _DeadlinePassed:
             yield self._timed_out(name, job, last_error)
         except M3terError as exc:
@@ -256,6 +243,35 @@ class M3terJobTrigger(BaseTrigger):
             yield self._event("error", f"Polling {name} failed: {type(exc).__name__}: {exc}", job)
         finally:
             abandoned.set()
+
+    def _read(
+        self, job_kind: JobKind, name: str, job: dict[str, Any], last_status: str | None
+    ) -> tuple[str | None, TriggerEvent | None]:
+        """Log a status change; return the job's status and, when it is final, the event to send."""
+        status = job_kind.status(job)
+        if status != last_status:
+            self.log.info("%s is %s.", name, status)
+        outcome = job_kind.outcome(job)
+        if outcome == "done":
+            return status, self._event("success", f"{name} finished {status}.", job)
+        if outcome == "failed":
+            return status, self._event("error", f"{name} ended {status}.", job)
+        return status, None
+
+    async def _pause(self, at_deadline: bool) -> bool:
+        """Sleep until the next poll; return whether that poll is the last one (at ``end_time``).
+
+        :raises _DeadlinePassed: ``end_time`` has passed (or the poll at it was made).
+        """
+        remaining = self._remaining()
+        if remaining is None:
+            await self._sleep(self.poll_interval)
+            return False
+        if remaining <= 0 or at_deadline:
+            raise _DeadlinePassed
+        # the last sleep ends at end_time, where one more poll may still find the job final
+        await self._sleep(min(self.poll_interval, remaining))
+        return remaining <= self.poll_interval
 
     def _timed_out(self, name: str, job: dict[str, Any] | None, last_error: str | None) -> TriggerEvent:
         status = get_kind(self.kind).status(job) if job is not None else None

@@ -90,7 +90,7 @@ def test_without_the_sdk_installed_the_error_says_how_to_install_it(m3ter_conn, 
     sdk_module._client_class.cache_clear()
     monkeypatch.setitem(sys.modules, "m3ter", None)  # import m3ter now raises ImportError
     try:
-        with pytest.raises(M3terConfigError, match=r"pip install .m3ter>=0.9.0. \(the provider.s sdk"):
+        with pytest.raises(M3terConfigError, match=r"pip install .m3ter>=0.9.0,<0.10. \(the provider.s sdk"):
             M3terHook().get_sdk_client()
     finally:
         sdk_module._client_class.cache_clear()

@@ -159,7 +159,7 @@ def test_ids_and_codes_filters(emu: M3terEmulator, api: Api) -> None:
 def test_seed_returns_entities_with_system_fields(emu: M3terEmulator) -> None:
     [account] = emu.seed("accounts", [{"code": "acme", "name": "Acme"}])
     assert account["version"] == 1 and account["id"] and account["dtCreated"]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="cannot seed 'nonsense'"):
         emu.seed("nonsense", [{}])
 
 

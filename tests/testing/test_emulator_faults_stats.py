@@ -120,7 +120,7 @@ def test_invalid_faults_are_rejected(emu: M3terEmulator, body: dict) -> None:
 
 
 def test_invalid_fault_in_python_raises(emu: M3terEmulator) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="route 'FETCH /x': expected 'METHOD /template'"):
         emu.add_fault("FETCH /x", status=500)
 
 

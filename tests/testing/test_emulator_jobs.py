@@ -84,7 +84,7 @@ def test_planned_failure_and_cancel() -> None:
     now[0] = 1.0
     board.advance()
     assert [board.status(j) for j in (failing, passing, bill_job)] == ["FAILED", "SUCCEEDED", "CANCELLED"]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown job kind 'nonsense'"):
         board.plan_failures("nonsense")
 
 

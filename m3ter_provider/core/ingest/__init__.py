@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from m3ter_provider.core._text import plural
 from m3ter_provider.core.ingest.schema import (
     KNOWN_FIELDS,
     MAX_CODE_LENGTH,
@@ -34,13 +34,18 @@ from m3ter_provider.core.ingest.schema import (
     NUMBER_MAPS,
     STRING_MAPS,
 )
-from m3ter_provider.core.ingest.sender import M3terIngestError, Progress, plural, send_spool
+from m3ter_provider.core.ingest.sender import Progress, send_spool
 from m3ter_provider.core.ingest.sources import MeasurementFile, chunks_of, file_format_of
 from m3ter_provider.core.ingest.spool import Spool
 from m3ter_provider.core.ingest.uids import UidAssigner, random_namespace, uid_for
 from m3ter_provider.core.limits import DEFAULT_INGEST_CONCURRENCY as DEFAULT_CONCURRENCY
 from m3ter_provider.core.limits import check_concurrency
-from m3ter_provider.errors import M3terValidationError
+from m3ter_provider.errors import M3terIngestError, M3terValidationError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
+
+    from m3ter_provider.core.client import M3terClient
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
@@ -104,7 +109,7 @@ def spool_measurements(
 
 
 def submit(
-    client: Any,
+    client: M3terClient,
     measurements: Iterable[Mapping[str, Any]] | Any,
     *,
     uid_namespace: str | None = None,

@@ -8,7 +8,7 @@ missing Data Field... is not ingested, and m3ter records an ``ingest.validation.
 statuses loses that usage silently; :func:`read_ingest_failures` reads it back and
 :func:`check_ingest_failures` turns it into a warning or a task failure.
 
-Framework-free: ``hook`` is anything with ``paginate(path, params=..., page_size=...)``,
+Framework-free: ``hook`` is any :class:`EventSource`: ``paginate(path, params=..., page_size=...)``,
 ``get(path, params=...)`` and ``download(url, destination)`` (:class:`~m3ter_provider.hooks.m3ter.M3terHook`).
 """
 
@@ -20,14 +20,16 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from m3ter_provider.core._text import plural
 from m3ter_provider.core.limits import check_mode, check_wait
-from m3ter_provider.errors import M3terError
+from m3ter_provider.errors import M3terError, M3terIngestCheckError, M3terIngestRejectedError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 
 EVENT_NAME = "ingest.validation.failure"
 DUPLICATE_UID = "DuplicateUid"
@@ -42,12 +44,32 @@ _MESSAGE_KEYS = ("errorMessage", "message", "error", "reason", "description")
 log = logging.getLogger(__name__)
 
 
-class M3terIngestRejectedError(M3terError):
-    """m3ter accepted measurements and then refused them (``ingest.validation.failure`` Events)."""
+class EventSource(Protocol):
+    """What reading ingest failures needs: the hook's (or a client's) list, get and download calls."""
+
+    def paginate(
+        self, path: str, *, params: Mapping[str, Any] | None = None, page_size: int | None = None
+    ) -> Iterator[Any]:
+        """Every item of a list endpoint, across ``nextToken`` pages."""
+        ...
+
+    def get(self, path: str, *, params: Mapping[str, Any] | None = None) -> Any:
+        """The decoded JSON of a GET."""
+        ...
+
+    def download(self, url: str, destination: str) -> Any:
+        """Stream a presigned URL to a local path."""
+        ...
 
 
-class M3terIngestCheckError(M3terError):
-    """The measurements were sent, but reading m3ter's Events to check them failed."""
+class LogSink(Protocol):
+    """Where the check reports: a ``logging.Logger``, or the task's logger (Airflow 3's is not one)."""
+
+    def info(self, msg: str, /, *args: Any) -> Any:
+        """Log at INFO."""
+
+    def warning(self, msg: str, /, *args: Any) -> Any:
+        """Log at WARNING."""
 
 
 @dataclass(frozen=True)
@@ -79,7 +101,7 @@ class IngestFailure:
 
 
 def read_ingest_failures(
-    hook: Any,
+    hook: EventSource,
     *,
     start: datetime,
     end: datetime | None = None,
@@ -133,7 +155,8 @@ def _selector(uids: Any) -> Callable[[set[str]], set[str]] | None:
     if uids is None:
         return None
     if hasattr(uids, "uids_among"):
-        return uids.uids_among
+        among: Callable[[set[str]], set[str]] = uids.uids_among
+        return among
     wanted = set(uids)
     return lambda candidates: candidates & wanted
 
@@ -146,14 +169,14 @@ def _count(uids: Any) -> int | None:
 
 
 def check_ingest_failures(
-    hook: Any,
+    hook: EventSource,
     *,
     uids: Collection[str] | None,
     start: datetime,
     mode: str = "warn",
     wait: float = 0.0,
     poll_interval: float = 10.0,
-    logger: logging.Logger | None = None,
+    logger: LogSink | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> dict[str, Any]:
@@ -248,14 +271,15 @@ def _failure(event: Mapping[str, Any]) -> IngestFailure:
 def _event_data(event: Mapping[str, Any]) -> dict[str, Any]:
     """The Event's details, flattened: ``m3terEvent.eventData`` (or ``m3terEvent``) and a nested
     ``measurement`` if there is one."""
-    outer = event.get("m3terEvent")
+    outer: Any = event.get("m3terEvent")
     if isinstance(outer, str):
         try:
             outer = json.loads(outer)
         except ValueError:
             outer = {}
     outer = outer if isinstance(outer, dict) else {}
-    data = outer.get("eventData") if isinstance(outer.get("eventData"), dict) else outer
+    inner = outer.get("eventData")
+    data: dict[str, Any] = inner if isinstance(inner, dict) else outer
     measurement = data.get("measurement")
     return {**(measurement if isinstance(measurement, dict) else {}), **data}
 
@@ -276,7 +300,8 @@ def _file(data: Mapping[str, Any]) -> str | None:
     if isinstance(url, str) and "file=" in url:
         from urllib.parse import parse_qs, urlsplit
 
-        return (parse_qs(urlsplit(url).query).get("file") or [None])[0]
+        files = parse_qs(urlsplit(url).query).get("file")
+        return files[0] if files else None
     if isinstance(url, str) and url:
         from m3ter_provider.core.transport import redact_url
 
@@ -284,7 +309,7 @@ def _file(data: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _with_details(hook: Any, failure: IngestFailure) -> IngestFailure:
+def _with_details(hook: EventSource, failure: IngestFailure) -> IngestFailure:
     """Fill uid and reason from the Event's failed-ingest file; keep the Event's values otherwise."""
     if failure.file is None:
         return failure

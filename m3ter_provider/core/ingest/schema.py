@@ -10,10 +10,12 @@ import datetime as dt
 import functools
 import operator
 import re
-from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from m3ter_provider.errors import M3terValidationError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
 
 MAX_MEASUREMENTS_PER_REQUEST = 1000
 #: m3ter's limit is "under 512,000 bytes"
@@ -61,7 +63,7 @@ def measurement_type() -> Any:
     uid = Annotated[str, Meta(min_length=1, max_length=MAX_UID_LENGTH)]
     fields: list[Any] = [("account", code), ("meter", code), ("ts", when), ("ets", when | None, None)]
     fields += [(name, dict[str, str] | None, None) for name in STRING_MAPS]
-    fields += [(name, dict[str, number] | None, None) for name in NUMBER_MAPS]  # type: ignore[valid-type]
+    fields += [(name, dict[str, number] | None, None) for name in NUMBER_MAPS]
     fields.append(("uid", uid | UnsetType, UNSET))
     # one measurement as m3ter's ingest API takes it (``MeasurementRequest`` in its spec); gc=False:
     # it holds no cycles, and tracking a million of them costs more than validating them
@@ -95,7 +97,9 @@ _UNKNOWN = re.compile(r"unknown field `([^`]*)`")
 _MISSING = re.compile(r"missing required field `([^`]*)`")
 
 
-def explain(error: Exception, label: Callable[[int], str], rows: Sequence[Any] = (), index: int = 0):
+def explain(
+    error: Exception, label: Callable[[int], str], rows: Sequence[Any] = (), index: int = 0
+) -> M3terValidationError:
     """An msgspec error as a :class:`M3terValidationError` naming the row, the field and the fix.
 
     :param label: names the row at an index ("measurement #7", "usage.jsonl line 8").

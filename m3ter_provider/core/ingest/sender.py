@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import concurrent.futures
-import logging
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from m3ter_provider.core._text import plural
-from m3ter_provider.core.ingest.spool import Spool
 from m3ter_provider.errors import M3terError, M3terIngestError
+
+if TYPE_CHECKING:
+    import logging
+    from collections.abc import Callable
+
+    from m3ter_provider.core.client import M3terClient
+    from m3ter_provider.core.ingest.spool import Spool
 
 
 class Progress:
@@ -56,7 +61,7 @@ class Progress:
 
 
 def send_spool(
-    client: Any, spool: Spool, *, concurrency: int, uid_namespace: str, log: logging.Logger
+    client: M3terClient, spool: Spool, *, concurrency: int, uid_namespace: str, log: logging.Logger
 ) -> dict[str, Any]:
     """POST every spooled body, ``concurrency`` at a time; stop at the first failure.
 
@@ -79,32 +84,11 @@ def send_spool(
         with lock:
             progress.update(spool.count(index), len(body))
 
-    error: BaseException | None = None
     workers = min(concurrency, len(spool))
     if workers <= 1:
-        for index in range(len(spool)):
-            try:
-                post(index)
-            except BaseException as exc:
-                error = exc
-                break
+        error = _post_in_order(post, len(spool))
     else:
-        try:
-            # the token is exchanged (or read from the worker cache) and masked on the calling
-            # thread, before any batch thread starts: wrong credentials fail here, once, and no
-            # two threads meet a new token together
-            client.get_token()
-        except BaseException as exc:
-            error = exc
-        else:
-            with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="m3ter-ingest") as pool:
-                futures = [pool.submit(post, index) for index in range(len(spool))]
-                for future in concurrent.futures.as_completed(futures):
-                    exc = None if future.cancelled() else future.exception()
-                    if exc is not None and error is None:
-                        error = exc
-                        for other in futures:
-                            other.cancel()
+        error = _post_concurrently(client, post, len(spool), workers)
     if error is not None:
         if not isinstance(error, M3terError):
             raise error
@@ -118,3 +102,37 @@ def send_spool(
         ) from error
     progress.done()
     return {"measurements": progress.sent, "requests": progress.requests, "bytes": progress.bytes}
+
+
+def _post_in_order(post: Callable[[int], None], count: int) -> BaseException | None:
+    """Post bodies ``0 .. count-1`` one after another; return the first failure (nothing after it is sent)."""
+    for index in range(count):
+        try:
+            post(index)
+        except BaseException as exc:
+            return exc
+    return None
+
+
+def _post_concurrently(
+    client: M3terClient, post: Callable[[int], None], count: int, workers: int
+) -> BaseException | None:
+    """Post bodies ``0 .. count-1`` from ``workers`` threads; return the first failure (the bodies
+    not started yet are cancelled)."""
+    try:
+        # the token is exchanged (or read from the worker cache) and masked on the calling
+        # thread, before any batch thread starts: wrong credentials fail here, once, and no
+        # two threads meet a new token together
+        client.get_token()
+    except BaseException as exc:
+        return exc
+    error: BaseException | None = None
+    with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="m3ter-ingest") as pool:
+        futures = [pool.submit(post, index) for index in range(count)]
+        for future in concurrent.futures.as_completed(futures):
+            failure = None if future.cancelled() else future.exception()
+            if failure is not None and error is None:
+                error = failure
+                for other in futures:
+                    other.cancel()
+    return error

@@ -13,6 +13,7 @@ import itertools
 import operator
 import os
 import pathlib
+import types
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -97,7 +98,7 @@ def chunks_of(measurements: Any) -> Iterator[Chunk]:
 
 def _dict_chunks(rows: Iterator[Any]) -> Iterator[Chunk]:
 
-    kind = list[schema.measurement_type()]  # type: ignore[misc]
+    kind = types.GenericAlias(list, schema.measurement_type())  # list[Measurement], built at runtime
     start = 0
     while chunk := list(itertools.islice(rows, CHUNK_ROWS)):
 
@@ -202,10 +203,15 @@ def _first_bad_line(block: bytes, first_line: int, path: str) -> M3terValidation
         try:
             decoder.decode(line)
         except msgspec.ValidationError as exc:  # a subclass of DecodeError: first
-            return schema.explain(exc, lambda _i, number=number: f"{path} line {number}", [json.loads(line)])
+            return schema.explain(exc, _line_label(f"{path} line {number}"), [json.loads(line)])
         except msgspec.DecodeError as exc:
             return M3terValidationError(f"{path} line {number}: not valid JSON ({exc}).")
     return M3terValidationError(f"{path}: not valid JSON Lines near line {first_line}.")
+
+
+def _line_label(where: str) -> Callable[[int], str]:
+    """Names the one row of a JSON Lines line for :func:`schema.explain`."""
+    return lambda _index: where
 
 
 def _text_lines(blocks: Iterable[tuple[bytes, int]], path: str) -> Iterator[str]:
@@ -219,7 +225,7 @@ def _text_lines(blocks: Iterable[tuple[bytes, int]], path: str) -> Iterator[str]
 
 def _csv_chunks(blocks: Iterable[tuple[bytes, int]], path: str) -> Iterator[Chunk]:
 
-    kind = list[schema.measurement_type()]  # type: ignore[misc]
+    kind = types.GenericAlias(list, schema.measurement_type())  # list[Measurement], built at runtime
     reader = csv.DictReader(_text_lines(blocks, path))
     columns = reader.fieldnames or []
     maps = (*schema.NUMBER_MAPS, *schema.STRING_MAPS)

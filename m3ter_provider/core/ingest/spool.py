@@ -12,10 +12,13 @@ import re
 import tempfile
 import threading
 from array import array
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from m3ter_provider.core.ingest.schema import MAX_MEASUREMENTS_PER_REQUEST, MAX_REQUEST_BYTES
 from m3ter_provider.errors import M3terValidationError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 PREFIX = b'{"measurements":['
 SUFFIX = b"]}"
@@ -62,7 +65,8 @@ class Spool:
         return len(self._counts)
 
     @property
-    def bytes(self) -> int:
+    def total_bytes(self) -> int:
+        """Bytes of every body written so far, together."""
         return self._end
 
     def add(self, pieces: list[bytes], label: Callable[[int], str]) -> None:

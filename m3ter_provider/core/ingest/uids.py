@@ -17,10 +17,12 @@ import binascii
 import hashlib
 import operator
 import secrets
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from m3ter_provider.core.ingest import schema
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 #: changes only with the derivation, so uids stay the same across provider releases
 _PERSON = b"m3ter-uid-v1"
@@ -108,4 +110,4 @@ def uid_for(namespace: str, measurement: Mapping[str, Any], occurrence: int = 0)
     assigner = UidAssigner(namespace)
     for _ in range(occurrence + 1):
         line = assigner.encode(structs)[0]
-    return msgspec.json.decode(line)["uid"]
+    return str(msgspec.json.decode(line)["uid"])

@@ -24,11 +24,11 @@ import time
 import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import requests
 
 from m3ter_provider.core.retry import CREDENTIAL_STATUSES, RETRY_STATUSES
+from m3ter_provider.core.transport import Answer, url_path
 from m3ter_provider.errors import (
     M3terAPIError,
     M3terAuthError,
@@ -344,7 +344,7 @@ def parse_token_response(body: Any, *, now: float, token_url: str) -> Token:
         raise M3terAuthError(
             "the token endpoint answered without an access_token",
             method="POST",
-            path=_path_of(token_url),
+            path=url_path(token_url),
             hint="Check the connection's token_url extra points at m3ter's /oauth/token.",
         )
     try:
@@ -383,7 +383,7 @@ def exchange_once(
     )
 
 
-def raise_for_token_response(response: requests.Response, credentials: Credentials) -> Any:
+def raise_for_token_response(answer: Answer, credentials: Credentials) -> Any:
     """Return the decoded body of a 2xx token answer, else raise by what the status means.
 
     - 400, 401, 403: :class:`M3terAuthError`, the credentials are wrong (check login and password);
@@ -391,8 +391,9 @@ def raise_for_token_response(response: requests.Response, credentials: Credentia
       unavailable for now (transient: not a credentials problem);
     - anything else (404, 405...): :class:`M3terAPIError`, the token URL is probably wrong.
     """
+    response = answer.response
     status = response.status_code
-    body = getattr(response, "m3ter_json", None)
+    body = answer.body
     if body is None and response.content:
         try:
             body = response.json()
@@ -402,10 +403,10 @@ def raise_for_token_response(response: requests.Response, credentials: Credentia
         return body
     kwargs: dict[str, Any] = dict(
         method="POST",
-        path=_path_of(credentials.token_url),
+        path=url_path(credentials.token_url),
         status=status,
         m3ter_message=m3ter_message(body),
-        attempts=getattr(response, "attempts", 1),
+        attempts=answer.attempts,
     )
     if status in CREDENTIAL_STATUSES:
         raise M3terAuthError(
@@ -422,10 +423,6 @@ def raise_for_token_response(response: requests.Response, credentials: Credentia
         hint=f"Check the token_url of {credentials.label} (default: <API URL>/oauth/token).",
         **kwargs,
     )
-
-
-def _path_of(url: str) -> str:
-    return urlsplit(url).path or "/"
 
 
 class BearerAuth(requests.auth.AuthBase):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from m3ter_provider.core.tokens.cache import (
     Credentials,
@@ -22,7 +22,11 @@ from m3ter_provider.core.tokens.cache import (
     parse_token_response,
     raise_for_token_response,
 )
-from m3ter_provider.core.transport import Transport
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from m3ter_provider.core.transport import Transport
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +77,13 @@ class ClientTokens:
     def exchange(self, credentials: Credentials) -> Token:
         """Exchange the credentials once, retried under the policy (429, 5xx and timeouts are
         transient: an :class:`M3terTransportError` after the retries, never a credentials error)."""
-        response = self.transport.call(
+        answer = self.transport.call(
             "POST",
             credentials.token_url,
             lambda: exchange_once(self.transport.session, credentials, timeout=self.transport.timeout),
             idempotent=True,
         )
-        body = raise_for_token_response(response, credentials)
+        body = raise_for_token_response(answer, credentials)
         now = self.cache.clock()
         token = parse_token_response(body, now=now, token_url=credentials.token_url)
         self._unproven = token.value

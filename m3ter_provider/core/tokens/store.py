@@ -23,9 +23,12 @@ import re
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from m3ter_provider.errors import M3terConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,50 @@
+"""What the m3ter operators and the sensor share: the task's cached hook, the deferrable default, and
+reading an :class:`~m3ter_provider.triggers.m3ter.M3terJobTrigger` event.
+
+A public module beside ``operators/`` and ``sensors/`` so that neither imports the other's private
+modules (an import-linter contract in pyproject.toml checks it).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+from airflow.providers.common.compat.sdk import conf
+
+from m3ter_provider.core.jobs import JobKind, get_kind
+from m3ter_provider.errors import M3terJobFailedError, M3terJobTimeoutError
+from m3ter_provider.hooks.m3ter import M3terHook
+
+
+def default_deferrable() -> bool:
+    """``[operators] default_deferrable`` from Airflow's config (False when unset)."""
+    return conf.getboolean("operators", "default_deferrable", fallback=False)
+
+
+class M3terHookMixin:
+    """The operator's :class:`M3terHook` for its ``m3ter_conn_id``, made once per task."""
+
+    m3ter_conn_id: str
+
+    @cached_property
+    def hook(self) -> M3terHook:
+        return M3terHook(m3ter_conn_id=self.m3ter_conn_id)
+
+
+def job_from_event(
+    event: dict[str, Any] | None, kind: str | JobKind, job_id: str | None = None
+) -> tuple[str, dict[str, Any] | None]:
+    """Read an :class:`~m3ter_provider.triggers.m3ter.M3terJobTrigger` event: ``(job id, final job)``.
+
+    :raises M3terJobTimeoutError: the trigger's ``end_time`` passed first.
+    :raises M3terJobFailedError: the job failed, was cancelled or could not be read.
+    """
+    job_kind = get_kind(kind)
+    event = event or {}
+    job_id = str(event.get("job_id") or job_id or "")
+    if event.get("status") == "success":
+        return job_id, event.get("job")
+    message = event.get("message") or f"m3ter {job_kind.title} {job_id}: no event from the trigger."
+    error = M3terJobTimeoutError if event.get("timed_out") else M3terJobFailedError
+    raise error(message, kind=job_kind.name, job_id=job_id, status=event.get("job_status"))
