@@ -18,7 +18,7 @@ import logging
 import os
 import pathlib
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, Union, cast
 
 import requests
 
@@ -38,7 +38,34 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def download(client: M3terClient, url: str, destination: Any, *, chunk_size: int = 1 << 20) -> dict[str, Any]:
+class StoragePath(Protocol):
+    """What a download needs of an object-store destination (Airflow's ``ObjectStoragePath``)."""
+
+    @property
+    def name(self) -> str:
+        """The last path component."""
+        ...
+
+    def with_name(self, name: str) -> Any:
+        """A sibling path (the temporary object)."""
+        ...
+
+    def open(self, mode: str = "r") -> Any:
+        """A file object."""
+        ...
+
+    def rename(self, target: Any) -> Any:
+        """Move onto ``target``."""
+        ...
+
+
+#: where a download may go: a local path, or an object-store path
+Destination = Union[str, "os.PathLike[str]", StoragePath]
+
+
+def download(
+    client: M3terClient, url: str, destination: Destination, *, chunk_size: int = 1 << 20
+) -> dict[str, Any]:
     """Stream a presigned URL to ``destination`` (a local path or an ``ObjectStoragePath``).
 
     The presigned URL carries its own authorisation: the bearer token is never sent to it,
@@ -160,18 +187,19 @@ def _raw_bytes(response: requests.Response) -> int:
 class _Target:
     """A destination written under a temporary name beside it, then renamed onto it."""
 
-    def __init__(self, destination: Any) -> None:
-        self.destination = destination
+    def __init__(self, destination: Destination) -> None:
+        #: an object-store destination is duck-typed (see :class:`StoragePath`)
+        self.destination: Any = cast("Any", destination)
         self.local = isinstance(destination, (str, os.PathLike)) and not hasattr(destination, "fs")
         if not self.local and not hasattr(destination, "open"):
             raise M3terConfigError(f"destination {destination!r}: give a local path or an ObjectStoragePath.")
-        name = pathlib.PurePath(str(destination)).name if self.local else destination.name
+        name = pathlib.PurePath(str(destination)).name if self.local else self.destination.name
         temporary_name = f".{name}.{uuid.uuid4().hex[:12]}.part"
         if self.local:
-            self.path = pathlib.Path(destination)
+            self.path = pathlib.Path(str(destination))
             self.temporary: Any = self.path.with_name(temporary_name)
         else:
-            self.temporary = destination.with_name(temporary_name)
+            self.temporary = self.destination.with_name(temporary_name)
         self.opened = False
 
     def open_temporary(self) -> Any:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from m3ter_provider.core.client import M3terClient
     from m3ter_provider.core.config import M3terSettings
+    from m3ter_provider.core.download import Destination
     from m3ter_provider.core.jobs import JobKind
 
 
@@ -263,7 +264,7 @@ class M3terHook(BaseHook):
         """A presigned download URL for a finished export (``{"url", "expirationTime"}``, valid 15 min)."""
         return jobs.export_download_url(self.client, job_id)
 
-    def download(self, url: str, destination: Any) -> dict[str, Any]:
+    def download(self, url: str, destination: Destination) -> dict[str, Any]:
         """Stream a presigned URL to a local path or an ``ObjectStoragePath``; never sends the token there.
 
         :return: ``{"destination": str, "bytes": n}``.
