@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     # module at every parse
     from collections.abc import Iterable, Iterator, Mapping
 
+    import m3ter  # the optional extra 'sdk'
+
     from m3ter_provider.core.client import M3terClient
     from m3ter_provider.core.config import M3terSettings
     from m3ter_provider.core.download import Destination
@@ -117,7 +119,7 @@ class M3terHook(BaseHook):
         """The current bearer token, exchanging the credentials only when needed."""
         return self.client.get_token()
 
-    def get_sdk_client(self) -> Any:
+    def get_sdk_client(self) -> m3ter.M3ter:
         """The official SDK's ``m3ter.M3ter`` client, sending this hook's cached token.
 
         Its typed endpoints use the connection's URLs, timeout and ``max_retries``, and the same

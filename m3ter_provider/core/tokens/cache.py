@@ -79,9 +79,6 @@ class Token:
     expires_at: float
     refresh_at: float
 
-    def usable(self, now: float) -> bool:
-        return now < self.refresh_at
-
 
 class SharedTokenStore(Protocol):
     """Where task processes on one machine share a token (the hook point for ``token_cache_dir``)."""
