@@ -12,7 +12,7 @@ from m3ter_provider.core.client import M3terClient
 from m3ter_provider.core.config import M3terSettings
 from m3ter_provider.core.download import download
 from m3ter_provider.core.tokens.cache import TokenCache
-from m3ter_provider.errors import M3terAPIError, M3terTransportError
+from m3ter_provider.errors import M3terAPIError, M3terDestinationError, M3terTransportError
 
 PRESIGNED = "https://files.m3ter.test/export.csv?X-Amz-Signature=sig-do-not-log"
 
@@ -46,6 +46,17 @@ def test_an_expired_url_is_a_clear_error_without_the_signature(client, requests_
         download(client, PRESIGNED, tmp_path / "x.csv")
     assert "HTTP 403" in str(err.value) and "15 minutes" in str(err.value)
     assert "sig-do-not-log" not in str(err.value)
+
+
+def test_a_destination_that_cannot_be_written_is_a_destination_error(client, requests_mock, tmp_path):
+    requests_mock.get(PRESIGNED, content=b"a,b\n1,2\n")
+    (tmp_path / "a-file").write_bytes(b"kept")
+    target = tmp_path / "a-file" / "export.csv"  # its folder is a file: mkdir fails
+    with pytest.raises(M3terDestinationError, match="Could not write the download") as caught:
+        download(client, PRESIGNED, target)
+    assert "sig-do-not-log" not in str(caught.value)
+    assert (tmp_path / "a-file").read_bytes() == b"kept"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
 
 
 def test_a_download_that_breaks_off_is_a_transport_error(client, requests_mock, tmp_path, monkeypatch):
