@@ -34,7 +34,7 @@ from m3ter_provider.core.ingest.schema import (
     NUMBER_MAPS,
     STRING_MAPS,
 )
-from m3ter_provider.core.ingest.sender import Progress, send_spool
+from m3ter_provider.core.ingest.sender import send_spool
 from m3ter_provider.core.ingest.sources import MeasurementFile, chunks_of, file_format_of
 from m3ter_provider.core.ingest.spool import Spool
 from m3ter_provider.core.ingest.uids import UidAssigner, random_namespace, uid_for
@@ -58,11 +58,9 @@ __all__ = [
     "STRING_MAPS",
     "M3terIngestError",
     "MeasurementFile",
-    "Progress",
     "Spool",
     "check_concurrency",
     "file_format_of",
-    "plural",
     "spool_measurements",
     "submit",
     "uid_for",
