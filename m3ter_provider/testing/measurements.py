@@ -68,6 +68,11 @@ def measurement_problem(item: object) -> str | None:
     uid = item.get("uid")
     if uid is not None and (not isinstance(uid, str) or len(uid) > MAX_UID_LENGTH):
         return f"uid: must be a string of at most {MAX_UID_LENGTH} characters"
+    return maps_problem(item)
+
+
+def maps_problem(item: dict) -> str | None:
+    """``"<map>.<key>: <reason>"`` for the first bad entry of a measurement's maps, or None."""
     for name in STRING_MAPS + NUMBER_MAPS:
         value = item.get(name)
         if value is None:
