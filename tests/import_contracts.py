@@ -25,9 +25,9 @@ class StdlibOnlyContract(Contract):
     allowed_modules = fields.ListField(subfield=fields.StringField(), required=False, default=[])
 
     def check(self, graph, verbose: bool) -> ContractCheck:
-        allowed = set(self.allowed_modules)  # type: ignore[arg-type]
+        allowed = set(self.allowed_modules)
         broken: list[dict[str, object]] = []
-        for package in self.source_modules:  # type: ignore[attr-defined]
+        for package in self.source_modules:
             inside = {package, *graph.find_descendants(package)}
             for importer in sorted(inside):
                 for imported in sorted(graph.find_modules_directly_imported_by(importer)):
@@ -66,7 +66,7 @@ class PrivateModulesContract(Contract):
 
     def check(self, graph, verbose: bool) -> ContractCheck:
         broken: list[dict[str, object]] = []
-        for package in self.packages:  # type: ignore[attr-defined]
+        for package in self.packages:
             private = [
                 name
                 for name in graph.find_descendants(package)
