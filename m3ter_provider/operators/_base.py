@@ -63,6 +63,14 @@ def templated(*values: Any) -> bool:
     return False
 
 
+def task_uid_namespace(context: Context) -> str:
+    """The uid namespace of the running task instance (DAG, task, run, map index): the same on every
+    try, so a retried or cleared task re-sends the same uids and m3ter ingests each once."""
+    ti = context["ti"]
+    map_index = getattr(ti, "map_index", -1)
+    return json.dumps([ti.dag_id, ti.task_id, context["run_id"], -1 if map_index is None else map_index])
+
+
 class M3terHookMixin:
     """The operator's :class:`M3terHook` for its ``m3ter_conn_id``, made once per task."""
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json as jsonlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +11,7 @@ from m3ter_provider.core.limits import DEFAULT_INGEST_CONCURRENCY, check_concurr
 from m3ter_provider.errors import M3terConfigError
 from m3ter_provider.hooks.m3ter import M3terHook
 from m3ter_provider.links import M3terConsoleLink, persist_console_link
-from m3ter_provider.operators._base import M3terHookMixin
+from m3ter_provider.operators._base import M3terHookMixin, task_uid_namespace
 from m3ter_provider.operators._inputs import measurements_from_value, open_path
 from m3ter_provider.operators._lineage import M3terSubmitLineageMixin
 
@@ -106,11 +105,7 @@ class M3terSubmitMeasurementsOperator(M3terSubmitLineageMixin, M3terHookMixin, B
             self.log.info("Reading measurements from %s.", self.measurements_file)
         else:
             source = measurements_from_value(self.measurements)
-        ti = context["ti"]
-        map_index = getattr(ti, "map_index", -1)
-        namespace = jsonlib.dumps(
-            [ti.dag_id, ti.task_id, context["run_id"], -1 if map_index is None else map_index]
-        )
+        namespace = task_uid_namespace(context)
         persist_console_link(context, self.hook.console_url)
         return self.hook.submit_measurements(
             source,
