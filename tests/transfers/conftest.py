@@ -44,7 +44,7 @@ class Postgres:
     def conn_uri(self) -> str:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{self.database}"
 
-    def connect(self):  # noqa: ANN201 - psycopg2 is a test dependency
+    def connect(self):
         import psycopg2
 
         return psycopg2.connect(host=self.host, port=self.port, user=self.user, dbname=self.database)

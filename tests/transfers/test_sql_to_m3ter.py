@@ -73,7 +73,7 @@ def test_sqlite_rows_are_billed_once_across_a_retry(emu, warehouse):
 
 def test_named_columns_need_no_mapping_and_parameters_are_passed(emu, warehouse):
     op = transfer(
-        sql='SELECT customer AS account, \'api_calls\' AS meter, ts, calls AS "measure.calls" '
+        sql="SELECT customer AS account, 'api_calls' AS meter, ts, calls AS \"measure.calls\" "
         "FROM usage WHERE region = ?",
         parameters=["eu"],
         column_mapping=None,
