@@ -24,7 +24,7 @@ class M3terSubmitMeasurementsOperator(M3terSubmitLineageMixin, M3terHookMixin, B
 
     Measurements come from ``measurements`` (a list, a generator, or an XCom, e.g.
     ``"{{ ti.xcom_pull('build') }}"`` or ``build_task.output``) or from ``measurements_file``
-    (JSON Lines or CSV; a local path, an ``ObjectStoragePath``, or a ``scheme://`` URL), read lazily.
+    (JSON Lines, CSV or Parquet; a local path, an ``ObjectStoragePath``, or a ``scheme://`` URL), read lazily.
     Every measurement is validated before anything is sent, and the encoded batches wait in a
     temporary file, so memory stays flat however large the input.
 
@@ -50,7 +50,8 @@ class M3terSubmitMeasurementsOperator(M3terSubmitLineageMixin, M3terHookMixin, B
     :param measurements: the measurements (dicts with ``account``, ``meter``, ``ts``...). (templated
         when a string or an XCom)
     :param measurements_file: a file of measurements instead. (templated)
-    :param file_format: ``"jsonl"`` or ``"csv"``; by default taken from the file's suffix.
+    :param file_format: ``"jsonl"``, ``"csv"`` or ``"parquet"`` (needs pyarrow); by default taken from
+        the file's suffix.
     :param concurrency: measurement batches in flight at once (1 to 10, default 4).
     :param check_ingest_failures: ``"off"`` (default), ``"warn"`` or ``"fail"``.
     :param ingest_failures_wait: seconds to keep reading failures after submitting (m3ter validates

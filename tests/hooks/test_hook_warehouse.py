@@ -74,6 +74,16 @@ def test_parquet_flat_columns_are_read_in_batches_and_submitted_once(emu, tmp_pa
     assert sum(m["measure"]["calls"] for m in emu.measurements()) == sum(float(i % 10) for i in range(2500))
 
 
+def test_parquet_from_an_object_storage_path(emu, tmp_path):
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+    flat = [{"account": "a", "meter": "api_calls", "ts": r["ts"], "measure.calls": 1.0} for r in rows(30)]
+    write_parquet(tmp_path / "u.parquet", flat)
+    path = ObjectStoragePath(f"file://{tmp_path}/u.parquet")
+    assert hook().submit_measurements(path, uid_namespace="osp")["measurements"] == 30
+    assert len(emu.measurements()) == 30
+
+
 def test_parquet_struct_and_map_columns_and_a_column_mapping(tmp_path):
     import datetime as dt
 
