@@ -38,9 +38,9 @@ log = logging.getLogger(__name__)
 
 PATH = "usage/query"
 MAX_LIMIT = 20_000
-#: m3ter's usage query limit per Organization: 2 per second, burst 20
-RATE_PER_SECOND = 2.0
-BURST = 20
+#: m3ter's usage query limit per Organization is 2 per second, burst 20: paced 10% under it
+RATE_PER_SECOND = 1.8
+BURST = 18
 AGGREGATION_FUNCTIONS = ("SUM", "MIN", "MAX", "COUNT", "LATEST", "MEAN", "UNIQUE")
 FIELD_TYPES = ("DIMENSION", "MEASURE")
 GROUP_TYPES = ("ACCOUNT", "DIMENSION", "TIME")
