@@ -109,7 +109,19 @@ def get_provider_info() -> dict[str, Any]:
                 "tags": ["service"],
             }
         ],
-        "operators": [{"integration-name": "m3ter", "python-modules": ["m3ter_provider.operators.m3ter"]}],
+        "operators": [
+            {
+                "integration-name": "m3ter",
+                "python-modules": ["m3ter_provider.operators.m3ter", "m3ter_provider.operators.warehouse"],
+            }
+        ],
+        "transfers": [
+            {
+                "source-integration-name": "Common SQL",
+                "target-integration-name": "m3ter",
+                "python-module": "m3ter_provider.transfers.sql_to_m3ter",
+            }
+        ],
         "sensors": [{"integration-name": "m3ter", "python-modules": ["m3ter_provider.sensors.m3ter"]}],
         "hooks": [{"integration-name": "m3ter", "python-modules": ["m3ter_provider.hooks.m3ter"]}],
         "triggers": [{"integration-name": "m3ter", "python-modules": ["m3ter_provider.triggers.m3ter"]}],

@@ -48,3 +48,13 @@ def job_from_event(
     message = event.get("message") or f"m3ter {job_kind.title} {job_id}: no event from the trigger."
     error = M3terJobTimeoutError if event.get("timed_out") else M3terJobFailedError
     raise error(message, kind=job_kind.name, job_id=job_id, status=event.get("job_status"))
+
+
+def task_uid_namespace(context: Any) -> str:
+    """The uid namespace of the running task instance (DAG, task, run, map index): the same on every
+    try, so a retried or cleared task re-sends the same uids and m3ter ingests each once."""
+    import json
+
+    ti = context["ti"]
+    map_index = getattr(ti, "map_index", -1)
+    return json.dumps([ti.dag_id, ti.task_id, context["run_id"], -1 if map_index is None else map_index])

@@ -22,7 +22,7 @@ from m3ter_provider.errors import M3terError
 if TYPE_CHECKING:
     # requests, the client and what it loads wait until a task makes a call: DAG files import this
     # module at every parse
-    from collections.abc import Iterable, Iterator, Mapping
+    from collections.abc import Callable, Iterable, Iterator, Mapping
 
     import m3ter  # the optional extra 'sdk'
 
@@ -211,21 +211,10 @@ class M3terHook(BaseHook):
         :raises M3terIngestError: a request failed part-way: it names how many measurements and
             batches m3ter accepted; re-run with the same namespace to send the rest.
         """
-        from m3ter_provider.core.ingest import failures as ingest_failures
-        from m3ter_provider.core.limits import check_mode, check_wait
+        from m3ter_provider.core.limits import check_mode
 
         mode = check_mode(check_ingest_failures)
-        wait = check_wait(ingest_failures_wait)
-        after_send = None
-        if mode != "off":
-            started = dt.datetime.now(dt.timezone.utc)
-
-            def after_send(spool: Any) -> dict[str, Any]:
-                # the spool holds every uid sent: failures are matched to it without a uid list
-                return ingest_failures.check_ingest_failures(
-                    self, uids=spool, start=started, mode=mode, wait=wait, logger=self.log
-                )
-
+        after_send = self._ingest_failure_check(mode, ingest_failures_wait)
         summary = self.client.submit_measurements(
             measurements, uid_namespace=uid_namespace, concurrency=concurrency, after_send=after_send
         )
@@ -424,3 +413,85 @@ class M3terHook(BaseHook):
 
         failures = read_ingest_failures(self, start=start, end=end, uids=uids)
         return [failure.as_dict() for failure in failures]
+
+    # ---------------------------------------------------------------- warehouse: files and queries
+    def _ingest_failure_check(self, mode: str, wait: float) -> Callable[[Any], dict[str, Any]] | None:
+        """What reads this call's ingest failures after sending (``None`` when ``mode`` is off)."""
+        from m3ter_provider.core.ingest import failures as ingest_failures
+        from m3ter_provider.core.limits import check_mode, check_wait
+
+        wait = check_wait(wait)
+        if check_mode(mode) == "off":
+            return None
+        started = dt.datetime.now(dt.timezone.utc)
+
+        def check(spool: Any) -> dict[str, Any]:
+            # the spool holds every uid sent: failures are matched to it without a uid list
+            return ingest_failures.check_ingest_failures(
+                self, uids=spool, start=started, mode=mode, wait=wait, logger=self.log
+            )
+
+        return check
+
+    def upload_measurements(
+        self,
+        measurements: Iterable[Mapping[str, Any]] | Any,
+        *,
+        uid_namespace: str | None = None,
+        wait: bool = True,
+        poll_interval: float = 5.0,
+        timeout: float | None = None,
+        check_ingest_failures: str = "off",
+        ingest_failures_wait: float = 60.0,
+    ) -> dict[str, Any]:
+        """Validate measurements and send them through m3ter's file upload service (batch ingest).
+
+        The same inputs, validation and content uids as :meth:`submit_measurements`; the file
+        (``{"measurements": [...]}``, split at 1 GiB) is written to a temporary file and streamed to
+        m3ter's presigned upload URL (never with the bearer token), then the upload job is awaited.
+        See :mod:`m3ter_provider.core.ingest.upload`.
+
+        :param wait: wait for the upload jobs (else return once the files are uploaded).
+        :param poll_interval: seconds between two polls of a job.
+        :param timeout: seconds to wait for each job at most.
+        :param check_ingest_failures: ``"off"``, ``"warn"`` or ``"fail"``: rows the job counted as
+            failed (``failedRows``), and ``ingest.validation.failure`` Events for the uploaded uids.
+        :param ingest_failures_wait: seconds to keep reading failure Events.
+        :return: ``{"measurements", "bytes", "files", "job_ids", "status", "total_rows",
+            "processed_rows", "failed_rows"}`` plus ``rejected``, ``duplicates``, ``rejections``.
+        :raises M3terJobFailedError: an upload job failed.
+        """
+        from m3ter_provider.core.ingest.upload import report_failed_rows, upload
+        from m3ter_provider.core.limits import check_mode
+
+        mode = check_mode(check_ingest_failures)
+        summary = upload(
+            self.client,
+            measurements,
+            uid_namespace=uid_namespace,
+            wait=wait,
+            poll_interval=poll_interval,
+            timeout=timeout,
+            after_upload=self._ingest_failure_check(mode, ingest_failures_wait),
+        )
+        summary.setdefault("rejected", None)
+        summary.setdefault("duplicates", None)
+        summary.setdefault("rejections", [])
+        report_failed_rows(summary, mode, self.log)
+        return summary
+
+    def query_usage(self, destination: Any, **query: Any) -> dict[str, Any]:
+        """Run a Data Explorer usage query over any time range and write the items to a file.
+
+        The range is split until every part is complete (m3ter answers at most 20,000 items per
+        query), calls are paced under m3ter's usage query limit, and the items go to
+        ``destination`` (a local path or ``ObjectStoragePath``) as JSON Lines, CSV or Parquet.
+        See :func:`m3ter_provider.core.usage_query.query_usage` for ``start``, ``end``,
+        ``meter_ids``, ``account_ids``, ``aggregations``, ``groups``, ``dimension_filters``,
+        ``limit`` and ``file_format``.
+
+        :return: ``{"destination", "format", "rows", "requests", "parts", "start", "end"}``.
+        """
+        from m3ter_provider.core.usage_query import query_usage
+
+        return query_usage(self.client, destination, **query)

@@ -15,8 +15,8 @@ from m3ter_provider.errors import M3terConfigError
 from m3ter_provider.hooks.m3ter import M3terHook
 from m3ter_provider.links import M3terConsoleLink, persist_console_link
 from m3ter_provider.operators._base import FILE_EXPIRED, M3terHookMixin, M3terJobOperatorBase, templated
-from m3ter_provider.operators._inputs import as_id_list, open_path, parse_rendered
 from m3ter_provider.operators._lineage import M3terExportLineageMixin
+from m3ter_provider.operators.inputs import as_id_list, open_path, parse_rendered
 from m3ter_provider.operators.measurements import M3terSubmitMeasurementsOperator
 
 if TYPE_CHECKING:

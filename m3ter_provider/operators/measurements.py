@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json as jsonlib
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator
@@ -11,9 +11,9 @@ from m3ter_provider.core.limits import DEFAULT_INGEST_CONCURRENCY, check_concurr
 from m3ter_provider.errors import M3terConfigError
 from m3ter_provider.hooks.m3ter import M3terHook
 from m3ter_provider.links import M3terConsoleLink, persist_console_link
-from m3ter_provider.operators._base import M3terHookMixin
-from m3ter_provider.operators._inputs import measurements_from_value, open_path
 from m3ter_provider.operators._lineage import M3terSubmitLineageMixin
+from m3ter_provider.operators.inputs import measurements_from_value, open_path
+from m3ter_provider.tasks import M3terHookMixin, task_uid_namespace
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -26,7 +26,7 @@ class M3terSubmitMeasurementsOperator(M3terSubmitLineageMixin, M3terHookMixin, B
 
     Measurements come from ``measurements`` (a list, a generator, or an XCom, e.g.
     ``"{{ ti.xcom_pull('build') }}"`` or ``build_task.output``) or from ``measurements_file``
-    (JSON Lines or CSV; a local path, an ``ObjectStoragePath``, or a ``scheme://`` URL), read lazily.
+    (JSON Lines, CSV or Parquet; a local path, an ``ObjectStoragePath``, or a ``scheme://`` URL), read lazily.
     Every measurement is validated before anything is sent, and the encoded batches wait in a
     temporary file, so memory stays flat however large the input.
 
@@ -52,7 +52,8 @@ class M3terSubmitMeasurementsOperator(M3terSubmitLineageMixin, M3terHookMixin, B
     :param measurements: the measurements (dicts with ``account``, ``meter``, ``ts``...). (templated
         when a string or an XCom)
     :param measurements_file: a file of measurements instead. (templated)
-    :param file_format: ``"jsonl"`` or ``"csv"``; by default taken from the file's suffix.
+    :param file_format: ``"jsonl"``, ``"csv"`` or ``"parquet"`` (needs pyarrow); by default taken from
+        the file's suffix.
     :param concurrency: measurement batches in flight at once (1 to 10, default 4).
     :param check_ingest_failures: ``"off"`` (default), ``"warn"`` or ``"fail"``.
     :param ingest_failures_wait: seconds to keep reading failures after submitting (m3ter validates
@@ -107,11 +108,7 @@ class M3terSubmitMeasurementsOperator(M3terSubmitLineageMixin, M3terHookMixin, B
             self.log.info("Reading measurements from %s.", self.measurements_file)
         else:
             source = measurements_from_value(self.measurements)
-        ti = context["ti"]
-        map_index = getattr(ti, "map_index", -1)
-        namespace = jsonlib.dumps(
-            [ti.dag_id, ti.task_id, context["run_id"], -1 if map_index is None else map_index]
-        )
+        namespace = task_uid_namespace(context)
         persist_console_link(context, self.hook.console_url)
         return self.hook.submit_measurements(
             source,

@@ -8,8 +8,8 @@ from datetime import timedelta
 from functools import partial
 from typing import TYPE_CHECKING
 
-from .api_exports import codes_of
-from .common import ApiError, iso, parse_date, parse_datetime, utcnow
+from . import usage
+from .common import ApiError, iso, parse_date, utcnow
 from .routing import Request, Response, Router, json_response
 from .store import paginate, query_value
 
@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 ORG = "/organizations/{orgId}"
 BILLS = f"{ORG}/bills"
 BALANCE_TRANSACTIONS = f"{ORG}/balances/{{balanceId}}/transactions"
-MAX_USAGE_QUERY_LIMIT = 20_000
 BALANCE_KEY = "_balanceId"  # kept with each stored transaction, never answered
 LINE_ITEM_AUDIT = ("version", "billId", "dtCreated", "dtLastModified", "createdBy", "lastModifiedBy")
 
@@ -203,25 +202,8 @@ def bill_status(app: EmulatorApp, req: Request) -> Response:
 
 # -- usage query ------------------------------------------------------------------------------
 def usage_query(app: EmulatorApp, req: Request) -> Response:
-    """``POST /usage/query``: stored measurements in [startDate, endDate), newest first, for the
-    given Account and Meter ids; ``limit`` (default and maximum 20,000) and ``hasMoreData``.
-    Aggregations, groups and dimension filters are not emulated (400 says so)."""
-    body = req.json_object()
-    for name in ("aggregations", "groups", "dimensionFilters"):
-        if body.get(name):
-            raise ApiError(400, f"{name}: not supported by the m3ter emulator (raw usage only)")
-    start, end = parse_datetime(body.get("startDate")), parse_datetime(body.get("endDate"))
-    limit = body.get("limit") or MAX_USAGE_QUERY_LIMIT
-    accounts = codes_of(app, "accounts", body.get("accountIds"))
-    meters = codes_of(app, "meters", body.get("meterIds"))
-    rows = []
-    for item in reversed(app.measurements.items):
-        ts = parse_datetime(item["ts"])
-        if (start and ts < start) or (end and ts >= end):
-            continue
-        if (accounts is not None and item["account"] not in accounts) or (
-            meters is not None and item["meter"] not in meters
-        ):
-            continue
-        rows.append(item)
-    return json_response({"data": copy.deepcopy(rows[:limit]), "hasMoreData": len(rows) > limit})
+    """``POST /usage/query``: stored measurements in [startDate, endDate), most recently received
+    first, for the given Account and Meter ids and dimension filters; aggregated and grouped when the
+    body has ``aggregations`` (see :mod:`.usage`); ``limit`` (default and maximum 20,000) and
+    ``hasMoreData``."""
+    return json_response(usage.query(app, req.json_object()))

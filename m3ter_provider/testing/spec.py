@@ -71,6 +71,13 @@ def clean(value: Any, schema: dict, where: str) -> Any:
         _fail(where, "must not be null")
     if "anyOf" in schema or "oneOf" in schema:
         return _clean_alternatives(value, schema, where)
+    if "discriminator" in schema and isinstance(value, dict):
+        # a base schema whose subtypes extend it (DataExplorerGroup: ACCOUNT, DIMENSION, TIME)
+        mapped = (schema["discriminator"].get("mapping") or {}).get(
+            str(value.get(schema["discriminator"].get("propertyName"), ""))
+        )
+        if mapped is not None and resolve({"$ref": mapped}) is not schema:
+            return clean(value, {"$ref": mapped}, where)
     merged = _merged(schema)
     kind = merged.get("type")
     if kind is None and ("properties" in merged or "additionalProperties" in merged):

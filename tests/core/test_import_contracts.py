@@ -76,7 +76,7 @@ def test_the_tree_keeps_every_contract():
         (
             "hooks/m3ter.py",
             "from m3ter_provider.operators.m3ter import M3terDataExportOperator",
-            "Hooks do not import operators, sensors or triggers",
+            "Hooks do not import operators, sensors, triggers or transfers",
             "m3ter_provider.hooks is not allowed to import m3ter_provider.operators",
         ),
     ],

@@ -23,6 +23,7 @@ EXAMPLE_DAG_IDS = {
     "example_m3ter_deferrable",
     "example_m3ter_daily_usage",  # the README's operators example, run by tests/test_readme.py
     "example_m3ter_mapped_ingest",
+    "example_m3ter_warehouse",
 }
 #: example DAGs with a schedule (the rest are schedule=None)
 SCHEDULED = {"example_m3ter_daily_usage": "CronDataIntervalTimetable"}
@@ -237,3 +238,16 @@ def test_deferrable_dag_runs_end_to_end_through_the_triggers(emulator, monkeypat
     requests = emulator.stats()["requests"]
     assert requests["POST /organizations/{orgId}/dataexports/adhoc"] == 2  # no export started twice
     assert emulator.stats()["authorization_on_download"] == 0
+
+
+@pytest.mark.e2e
+def test_warehouse_dag_loads_queries_and_reconciles(emulator):
+    _, xcoms = run_example("example_m3ter_warehouse")
+    load = xcoms[("load_usage", "return_value")]
+    assert load["measurements"] == 1000 and load["requests"] == 1
+    query = xcoms[("query_usage", "return_value")]
+    assert query["rows"] == 1000 and query["format"] == "jsonl"
+    report = xcoms[("compare", "return_value")]
+    assert report["accounts"] == 4
+    assert report["warehouse_total"] == report["m3ter_total"] == sum(1 + i % 17 for i in range(1000))
+    assert emulator.stats()["measurements_stored"] == 1000

@@ -355,6 +355,28 @@ def _run_finance_scenario(emu: M3terEmulator, api: Api) -> None:
     assert [m["uid"] for m in answer["data"]] == ["fin-2", "fin-1"] and answer["hasMoreData"] is True
     assert api.post("usage/query", json={**query, "limit": 10}).json()["hasMoreData"] is False
     assert api.post("usage/query", json={**query, "limit": "all"}).status_code == 400
+    # aggregated usage queries: the spec's functions, grouped by account, dimension and time
+    field = {"meterId": meter["id"], "fieldCode": "calls"}
+    aggregated = {**query, "limit": 100, "aggregations": [
+        {**field, "fieldType": "MEASURE", "function": f}
+        for f in ("SUM", "COUNT", "MIN", "MAX", "MEAN", "LATEST")
+    ], "groups": [{"groupType": "ACCOUNT"}, {"groupType": "TIME", "frequency": "DAY"},
+                  {"groupType": "DIMENSION", "meterId": meter["id"], "fieldCode": "region"}]}  # fmt: skip
+    answer = api.post("usage/query", json=aggregated)
+    assert answer.status_code == 200, answer.text
+    data = answer.json()["data"]
+    assert {row["function"] for row in data} == {"SUM", "COUNT", "MIN", "MAX", "MEAN", "LATEST"}
+    assert sum(row["value"] for row in data if row["function"] == "SUM") == 0 + 1 + 2
+    assert all(row["accountCode"] == "fin_account" for row in data)
+    refused = [
+        {**query, "groups": [{"groupType": "ACCOUNT"}]},  # groups need aggregations
+        {**query, "aggregations": [{**field, "fieldType": "MEASURE", "function": "AVG"}]},
+        {**query, "aggregations": [{**field, "fieldType": "DIMENSION", "function": "SUM"}]},
+        {**query, "groups": [{"groupType": "TIME"}], "aggregations": aggregated["aggregations"]},
+        {**query, "dimensionFilters": [{**field, "values": []}]},
+    ]
+    for body in refused:
+        assert api.post("usage/query", json=body).status_code == 400, body
 
 
 def _run_job_scenarios(emu: M3terEmulator, api: Api) -> None:

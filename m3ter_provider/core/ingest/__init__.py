@@ -35,7 +35,7 @@ from m3ter_provider.core.ingest.schema import (
     STRING_MAPS,
 )
 from m3ter_provider.core.ingest.sender import send_spool
-from m3ter_provider.core.ingest.sources import MeasurementFile, chunks_of, file_format_of
+from m3ter_provider.core.ingest.sources import MeasurementFile, Source, chunks_of, file_format_of
 from m3ter_provider.core.ingest.spool import Spool
 from m3ter_provider.core.ingest.uids import UidAssigner, random_namespace, uid_for
 from m3ter_provider.core.limits import DEFAULT_INGEST_CONCURRENCY as DEFAULT_CONCURRENCY
@@ -58,6 +58,7 @@ __all__ = [
     "STRING_MAPS",
     "M3terIngestError",
     "MeasurementFile",
+    "Source",
     "Spool",
     "check_concurrency",
     "file_format_of",

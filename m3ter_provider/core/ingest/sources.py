@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import functools
 import itertools
 import operator
 import os
 import pathlib
 import types
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from m3ter_provider.core.ingest import schema
+from m3ter_provider.core.ingest.columns import PLAIN_COLUMNS, ColumnMap
 from m3ter_provider.errors import M3terConfigError, M3terValidationError
 
 #: rows of an iterable converted at once
@@ -25,64 +27,85 @@ CHUNK_ROWS = 1000
 #: bytes of a file read at once
 BLOCK_BYTES = 1 << 20
 #: measurement file formats, by file suffix
-FILE_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
+FILE_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 #: CSV columns taken as they are; map fields are columns named ``<map>.<key>`` (``measure.gb``)
-CSV_PLAIN_COLUMNS = ("account", "meter", "ts", "ets", "uid")
+CSV_PLAIN_COLUMNS = PLAIN_COLUMNS
 
 #: a chunk of validated measurements and how to name the row at an index in it
 Chunk = tuple[list[Any], Callable[[int], str]]
 
 
-class MeasurementFile:
-    """A JSON Lines or CSV file of measurements, read lazily when submitted.
+class Source:
+    """An input that reads itself in validated chunks (files, query results)."""
+
+    def chunks(self) -> Iterator[Chunk]:  # pragma: no cover - every source defines it
+        raise NotImplementedError
+
+
+class MeasurementFile(Source):
+    """A JSON Lines, CSV or Parquet file of measurements, read lazily when submitted.
 
     JSON Lines: one measurement object per line; blank lines are skipped. CSV: a header row;
     ``account``, ``meter``, ``ts``, ``ets`` and ``uid`` columns as they are, and one column per map
     entry named ``<map>.<key>`` (``measure.gb``, ``who.region``); ``measure``, ``cost`` and
-    ``income`` cells are numbers. Empty cells are left out.
+    ``income`` cells are numbers. Empty cells are left out. Parquet: the same column names, or a
+    struct or map column per map (``who``, ``measure``); read one record batch at a time (needs
+    pyarrow: the ``parquet`` extra).
 
     :param path: a local path, or an object with ``open()`` (an ``ObjectStoragePath``).
-    :param file_format: ``"jsonl"`` or ``"csv"``; by default taken from the file's suffix.
+    :param file_format: ``"jsonl"``, ``"csv"`` or ``"parquet"``; by default taken from the file's suffix.
+    :param column_mapping: CSV and Parquet: ``{column: field}`` renames columns
+        (``{"customer": "account", "calls": "measure.api_calls"}``).
     """
 
-    def __init__(self, path: Any, file_format: str | None = None) -> None:
+    def __init__(
+        self, path: Any, file_format: str | None = None, column_mapping: Mapping[str, str] | None = None
+    ) -> None:
         if not hasattr(path, "open") or isinstance(path, str):
             path = pathlib.Path(os.fspath(path))
         self.path = path
         self.file_format = file_format_of(path, file_format)
+        if column_mapping and self.file_format == "jsonl":
+            raise M3terConfigError(
+                "column_mapping is for CSV and Parquet files; JSON Lines name their fields."
+            )
+        self.column_mapping = dict(column_mapping or {})
 
     def __repr__(self) -> str:
         return f"MeasurementFile({str(self.path)!r}, file_format={self.file_format!r})"
 
     def chunks(self) -> Iterator[Chunk]:
         with self.path.open("rb") as handle:
+            if self.file_format == "parquet":
+                yield from _parquet_chunks(handle, str(self.path), self.column_mapping)
+                return
             blocks = _blocks(handle)
             if self.file_format == "jsonl":
                 yield from _json_lines_chunks(blocks, str(self.path))
             else:
-                yield from _csv_chunks(blocks, str(self.path))
+                yield from _csv_chunks(blocks, str(self.path), self.column_mapping)
 
 
 def file_format_of(path: Any, file_format: str | None) -> str:
-    """``"jsonl"`` or ``"csv"``, from ``file_format`` or else the path's suffix."""
+    """``"jsonl"``, ``"csv"`` or ``"parquet"``, from ``file_format`` or else the path's suffix."""
     if file_format:
         fmt = file_format.lower().lstrip(".")
-        fmt = {"ndjson": "jsonl", "jsonlines": "jsonl"}.get(fmt, fmt)
-        if fmt not in ("jsonl", "csv"):
-            raise M3terConfigError(f"file_format {file_format!r}: use 'jsonl' or 'csv'.")
+        fmt = {"ndjson": "jsonl", "jsonlines": "jsonl", "pq": "parquet"}.get(fmt, fmt)
+        if fmt not in ("jsonl", "csv", "parquet"):
+            raise M3terConfigError(f"file_format {file_format!r}: use 'jsonl', 'csv' or 'parquet'.")
         return fmt
     suffix = pathlib.PurePosixPath(str(path)).suffix.lower()
     if suffix not in FILE_FORMATS:
         raise M3terConfigError(
             f"measurements file {str(path)!r}: cannot tell the format from the suffix {suffix!r}; "
-            "name it .jsonl, .ndjson or .csv, or set file_format='jsonl' or 'csv'."
+            "name it .jsonl, .ndjson, .csv or .parquet, or set file_format='jsonl', 'csv' or 'parquet'."
         )
     return FILE_FORMATS[suffix]
 
 
 def chunks_of(measurements: Any) -> Iterator[Chunk]:
     """Validated measurement structs, chunk by chunk, from any supported input."""
-    if isinstance(measurements, MeasurementFile):
+    if isinstance(measurements, Source):
         return measurements.chunks()
     if isinstance(measurements, os.PathLike) or (
         hasattr(measurements, "open") and not isinstance(measurements, Iterable)
@@ -223,51 +246,54 @@ def _text_lines(blocks: Iterable[tuple[bytes, int]], path: str) -> Iterator[str]
         yield from text.splitlines(keepends=True)
 
 
-def _csv_chunks(blocks: Iterable[tuple[bytes, int]], path: str) -> Iterator[Chunk]:
+def _csv_chunks(
+    blocks: Iterable[tuple[bytes, int]], path: str, column_mapping: Mapping[str, str] | None = None
+) -> Iterator[Chunk]:
+    reader = csv.reader(_text_lines(blocks, path))
+    header = next(reader, None) or []
+    columns = ColumnMap(header, path, column_mapping)
+    rows = ((values, reader.line_num) for values in reader if values)
+    yield from mapped_chunks(rows, columns, lambda number: f"{path} line {number}")
 
+
+def mapped_chunks(
+    rows: Iterable[tuple[Sequence[Any], int]], columns: ColumnMap, name: Callable[[int], str]
+) -> Iterator[Chunk]:
+    """Validated chunks of flat rows (``(values, row number)``) read through ``columns``.
+
+    :param name: names row ``number`` in an error (``"data.csv line 7"``).
+    """
     kind = types.GenericAlias(list, schema.measurement_type())  # list[Measurement], built at runtime
-    reader = csv.DictReader(_text_lines(blocks, path))
-    columns = reader.fieldnames or []
-    maps = (*schema.NUMBER_MAPS, *schema.STRING_MAPS)
-    for column in columns:
-        head, _, key = column.partition(".")
-        if column in CSV_PLAIN_COLUMNS or (key and head in maps):
-            continue
-        raise M3terValidationError(
-            f"{path}: unknown column {column!r}; use {', '.join(CSV_PLAIN_COLUMNS)} or '<map>.<key>' "
-            f"with a map among {', '.join(maps)} (for example 'measure.gb')."
-        )
-    rows = ((_csv_item(row, reader.line_num, path), reader.line_num) for row in reader)
-    while raw := list(itertools.islice(rows, CHUNK_ROWS)):
+    items = ((columns.item(values, functools.partial(name, number)), number) for values, number in rows)
+    while raw := list(itertools.islice(items, CHUNK_ROWS)):
         chunk = [pair for pair in raw if pair[0]]
         if not chunk:
             continue
-        items = [item for item, _ in chunk]
-        lines = [line for _, line in chunk]
+        numbers = [number for _, number in chunk]
 
-        def label(index: int, lines: list[int] = lines) -> str:
-            return f"{path} line {lines[index]}"
+        def label(index: int, numbers: list[int] = numbers) -> str:
+            return name(numbers[index])
 
-        yield _validated(items, kind, label), label
+        yield _validated([item for item, _ in chunk], kind, label), label
 
 
-def _csv_item(row: dict[str | None, Any], number: int, path: str) -> dict[str, Any]:
-    item: dict[str, Any] = {}
-    for column, cell in row.items():
-        if column is None:
-            raise M3terValidationError(f"{path} line {number}: more cells than header columns.")
-        if cell is None or cell == "":
-            continue
-        head, _, key = column.partition(".")
-        if not key:
-            item[column] = cell
-        elif head in schema.NUMBER_MAPS:
-            try:
-                item.setdefault(head, {})[key] = float(cell)
-            except ValueError:
-                raise M3terValidationError(
-                    f"{path} line {number}: column {column!r} is {cell!r}; m3ter takes a number there."
-                ) from None
-        else:
-            item.setdefault(head, {})[key] = cell
-    return item
+def _parquet_chunks(handle: Any, path: str, column_mapping: Mapping[str, str] | None) -> Iterator[Chunk]:
+    """A Parquet file read a record batch at a time (flat memory): flat ``<map>.<key>`` columns or
+    whole struct/map columns (``who``, ``measure``)."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise M3terConfigError(
+            f"{path}: reading Parquet needs pyarrow: pip install 'airflow-provider-m3ter[parquet]'."
+        ) from None
+    parquet = pq.ParquetFile(handle)
+    columns = ColumnMap(parquet.schema_arrow.names, path, column_mapping, whole_maps=True)
+
+    def rows() -> Iterator[tuple[Sequence[Any], int]]:
+        number = 0
+        for batch in parquet.iter_batches(batch_size=CHUNK_ROWS):
+            for values in zip(*batch.to_pydict().values(), strict=True):
+                number += 1
+                yield values, number
+
+    yield from mapped_chunks(rows(), columns, lambda number: f"{path} row {number}")
