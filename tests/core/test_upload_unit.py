@@ -9,6 +9,7 @@ import pytest
 import requests
 
 from m3ter_provider.core.ingest.upload import prepare, start_upload, summarize
+from m3ter_provider.core.transport import Answer
 from m3ter_provider.errors import M3terAPIError, M3terConfigError
 
 URL = "https://uploads.example.com/bucket/key?X-Amz-Signature=secret-signature"
@@ -17,7 +18,7 @@ URL = "https://uploads.example.com/bucket/key?X-Amz-Signature=secret-signature"
 class FakeTransport:
     def call(self, method, url, send, *, idempotent, json_body=True):
         assert (method, idempotent, json_body) == ("PUT", True, False)
-        return send()
+        return Answer(send())
 
 
 class FakeClient:
