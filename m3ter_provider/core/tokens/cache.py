@@ -376,7 +376,9 @@ def exchange_once(
     return session.post(
         credentials.token_url,
         data={"grant_type": "client_credentials"},
-        auth=(credentials.access_key_id, credentials.api_secret),
+        # UTF-8, as m3ter's own token example and RFC 7617 encode them (requests would use Latin-1,
+        # and fail on a character outside it)
+        auth=(credentials.access_key_id.encode("utf-8"), credentials.api_secret.encode("utf-8")),
         headers={"Accept": "application/json"},
         timeout=timeout,
         allow_redirects=False,
