@@ -1,9 +1,9 @@
 """Mapped ingest: one large JSON Lines file, split by content into slices, ingested by parallel mapped tasks.
 
-``split`` reads the input (a local path or an ``ObjectStoragePath`` URL such as ``s3://bucket/usage.jsonl``),
-validates every row, and writes each row to one of ``slices`` slice files beside it (shared storage,
-so any worker can read them) **by its content**: slice = a stable hash of the canonical row modulo
-``slices`` (:func:`~m3ter_provider.core.ingest.slices.split_by_content`). A row and its identical
+``split`` (``M3terSplitMeasurementsOperator``) reads the input (a local path or an ``ObjectStoragePath``
+URL such as ``s3://bucket/usage.jsonl``), validates every row, and writes each row to one of ``slices``
+slice files beside it (shared storage, so any worker can read them) **by its content**: slice = a
+stable hash of the canonical row modulo ``slices``. A row and its identical
 repeats always land in the same slice, and a row never changes slice when the input is reordered or
 grows. ``ingest_slice`` is ``M3terSubmitMeasurementsOperator`` mapped over the slices, all with one
 uid namespace (the DAG run's), so each row's uid comes from (run, content, occurrence among its
@@ -43,13 +43,12 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import re
 import tempfile
 
 from airflow.providers.common.compat.sdk import DAG, task
 
 from m3ter_provider.hooks.m3ter import M3terHook
-from m3ter_provider.operators.m3ter import M3terSubmitMeasurementsOperator
+from m3ter_provider.operators.m3ter import M3terSplitMeasurementsOperator, M3terSubmitMeasurementsOperator
 
 POOL = "m3ter_ingest"
 POOL_SLOTS = 4
@@ -124,18 +123,6 @@ with DAG(
         return str(target)
 
     @task
-    def split(location: str, params: dict | None = None, run_id: str | None = None, ti=None) -> list[str]:
-        """Write each row to a slice file chosen by its content; return them, push their row counts."""
-        from m3ter_provider.core.ingest.slices import split_by_content
-
-        source = storage_path(location)
-        folder = source.parent / f"{source.name}.slices" / re.sub(r"[^A-Za-z0-9._-]", "_", run_id)
-        parts = split_by_content(source, int(params["slices"]), folder)
-        print(f"Split {sum(p.rows for p in parts):,} measurements by content into {len(parts)} slices.")
-        ti.xcom_push(key="rows", value=[part.rows for part in parts])  # mapping reads return values only
-        return [part.path for part in parts]
-
-    @task
     def reconcile(slices: list[str], results: list[dict], ti=None) -> dict:
         """Sent (counted by ``split``) against accepted (what each mapped task says m3ter took)."""
         rows = ti.xcom_pull(task_ids="split", key="rows")
@@ -166,7 +153,10 @@ with DAG(
         )
         return summary
 
-    sliced = split(generate())
+    split = M3terSplitMeasurementsOperator(
+        task_id="split", source=generate(), slice_count="{{ params.slices }}"
+    )
+    sliced = split.output
     ingest = M3terSubmitMeasurementsOperator.partial(
         task_id="ingest_slice",
         pool=POOL,

@@ -148,3 +148,21 @@ def check_page_size(page_size: object, maximum: int | None = None, path: str = "
             f"({maximum}): give at most {maximum}, or leave it out."
         )
     return page_size
+
+
+#: the most slices one split by content makes (Airflow maps at most 1,024 task instances by default)
+MAX_SLICES = 1024
+
+
+def check_slice_count(slice_count: Any) -> int:
+    """``slice_count`` when it is a whole number from 1 to :data:`MAX_SLICES`; else a clear error."""
+    if (
+        isinstance(slice_count, bool)
+        or not isinstance(slice_count, int)
+        or not 1 <= slice_count <= MAX_SLICES
+    ):
+        raise M3terConfigError(
+            f"slice_count {slice_count!r}: give a whole number of slices from 1 to {MAX_SLICES} (rows go "
+            "to slices by content; the uids do not depend on the count)."
+        )
+    return slice_count

@@ -20,6 +20,7 @@ from m3ter_provider.operators._base import FILE_EXPIRED, M3terHookMixin, M3terJo
 from m3ter_provider.operators._inputs import as_id_list, open_path, parse_rendered
 from m3ter_provider.operators._lineage import M3terExportLineageMixin
 from m3ter_provider.operators.measurements import M3terSubmitMeasurementsOperator
+from m3ter_provider.operators.slices import M3terSplitMeasurementsOperator
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -28,6 +29,7 @@ __all__ = [
     "M3terBillJobOperator",
     "M3terDataExportOperator",
     "M3terOperator",
+    "M3terSplitMeasurementsOperator",
     "M3terSubmitMeasurementsOperator",
 ]
 

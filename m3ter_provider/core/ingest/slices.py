@@ -28,12 +28,12 @@ from typing import Any
 
 from m3ter_provider.core.ingest import schema
 from m3ter_provider.core.ingest.sources import MeasurementFile, chunks_of
-from m3ter_provider.errors import M3terConfigError
+from m3ter_provider.core.limits import MAX_SLICES, check_slice_count
+
+__all__ = ["MAX_SLICES", "Slice", "check_slice_count", "slice_of", "split_by_content"]
 
 #: changes only with the assignment, so a row keeps its slice across provider releases
 _PERSON = b"m3ter-slice-v1"
-#: the most slices one split makes (Airflow maps at most 1,024 task instances by default)
-MAX_SLICES = 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,20 +43,6 @@ class Slice:
     index: int
     path: str
     rows: int
-
-
-def check_slice_count(slice_count: Any) -> int:
-    """``slice_count`` when it is a whole number from 1 to :data:`MAX_SLICES`; else a clear error."""
-    if (
-        isinstance(slice_count, bool)
-        or not isinstance(slice_count, int)
-        or not 1 <= slice_count <= MAX_SLICES
-    ):
-        raise M3terConfigError(
-            f"slice_count {slice_count!r}: give a whole number from 1 to {MAX_SLICES}, and keep it fixed "
-            "for a DAG (rows are assigned to slices by content modulo this number)."
-        )
-    return slice_count
 
 
 def slice_of(line: bytes, slice_count: int) -> int:
@@ -77,7 +63,8 @@ def split_by_content(
 
     :param source: a JSON Lines or CSV file (a path, an ``ObjectStoragePath``, a
         :class:`MeasurementFile`) or any iterable of dicts; read lazily.
-    :param slice_count: how many slices (1 to :data:`MAX_SLICES`); keep it fixed for a DAG.
+    :param slice_count: how many slices (1 to :data:`MAX_SLICES`); the uids do not depend on it, but
+        a row's slice does.
     :param destination_dir: a folder (a local path or an ``ObjectStoragePath``), created if absent;
         the slice files ``<name>-00000-of-00008.jsonl``... are (over)written there.
     :param file_format: ``"jsonl"`` or ``"csv"`` for a file ``source``; by default from its suffix.
