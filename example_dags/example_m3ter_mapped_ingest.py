@@ -15,8 +15,7 @@ already ingested are counted once by m3ter, rows reordered or moved are the same
 to the input since are new uids, ingested once. A bad row fails ``split``: nothing is sent.
 
 **The slice count** (param ``slices``) only spreads the work: uids do not depend on it, so changing
-it re-maps rows to other slices without doubling anything. Keep it at most Airflow's
-``max_map_length`` (1,024 by default).
+it re-maps rows to other slices without doubling anything. At most 256.
 
 **The pool.** Every ``ingest_slice`` task takes a slot of the Airflow pool ``m3ter_ingest``: pools are
 global (all DAGs, all workers), so the pool bounds how hard one Organization is hit, however many

@@ -150,8 +150,9 @@ def check_page_size(page_size: object, maximum: int | None = None, path: str = "
     return page_size
 
 
-#: the most slices one split by content makes (Airflow maps at most 1,024 task instances by default)
-MAX_SLICES = 1024
+#: the most slices one split by content makes: each is an open file while splitting (a process may
+#: open 1,024 files by default), and a pool of a few slots is what bounds ingest anyway
+MAX_SLICES = 256
 
 
 def check_slice_count(slice_count: Any) -> int:

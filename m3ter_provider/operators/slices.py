@@ -34,7 +34,7 @@ class M3terSplitMeasurementsOperator(BaseOperator):
 
     :param source: the measurements file: a local path, an ``ObjectStoragePath`` or a ``scheme://``
         URL. (templated)
-    :param slice_count: slices at most, 1 to 1,024 (default 8). Uids do not depend on it; it only
+    :param slice_count: slices at most, 1 to 256 (default 8). Uids do not depend on it; it only
         spreads the work. (templated)
     :param destination: the folder for the slice files (default ``<source>.slices/<run id>`` beside
         the input); every worker that ingests a slice must be able to read it. (templated)

@@ -46,7 +46,7 @@ def test_a_bad_row_fails_the_split_before_anything_is_sent(tmp_path, m3ter_conn)
     assert m3ter_conn.stats()["requests"] == {}
 
 
-@pytest.mark.parametrize("slice_count", [0, -2, 1025, "eight", 2.5])
+@pytest.mark.parametrize("slice_count", [0, -2, 257, "eight", 2.5])
 def test_a_bad_slice_count_is_refused_when_the_dag_is_parsed(slice_count):
     with pytest.raises(M3terConfigError, match="slice_count"):
         M3terSplitMeasurementsOperator(task_id="split", source="u.jsonl", slice_count=slice_count)

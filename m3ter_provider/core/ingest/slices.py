@@ -61,8 +61,8 @@ def split_by_content(
 ) -> list[Slice]:
     """Write the measurements of ``source`` into ``slice_count`` JSON Lines files by content.
 
-    :param source: a JSON Lines or CSV file (a path, an ``ObjectStoragePath``, a
-        :class:`MeasurementFile`) or any iterable of dicts; read lazily.
+    :param source: a JSON Lines or CSV file (a local path as a ``str`` or ``pathlib.Path``, an
+        ``ObjectStoragePath``, a :class:`MeasurementFile`) or any iterable of dicts; read lazily.
     :param slice_count: how many slices (1 to :data:`MAX_SLICES`); the uids do not depend on it, but
         a row's slice does.
     :param destination_dir: a folder (a local path or an ``ObjectStoragePath``), created if absent;
