@@ -16,6 +16,7 @@ Airflow 3 only (Airflow 2.11 refuses LocalExecutor on SQLite).
 from __future__ import annotations
 
 import argparse
+import collections
 import importlib.util
 import json
 import pathlib
@@ -158,6 +159,76 @@ def run(
             shutil.rmtree(source.parent, ignore_errors=True)
             shutil.rmtree(dags, ignore_errors=True)
     return results
+
+
+def change_input(source: pathlib.Path, added: int, repeats: int, seed: int = 7) -> collections.Counter:
+    """Reorder ``source``'s lines, append ``added`` new demo rows and ``repeats`` copies of existing
+    lines (real second events); return how many times each ``metadata.row`` is now in the input."""
+    rng = random.Random(seed)
+    lines = source.read_text(encoding="utf-8").splitlines(keepends=True)
+    extra = source.parent / "added.jsonl"
+    _load("example_m3ter_mapped_ingest", DAG_FILE).write_demo_rows(extra, len(lines) + added)
+    lines += extra.read_text(encoding="utf-8").splitlines(keepends=True)[len(lines) :]
+    extra.unlink()
+    lines += rng.sample(lines, repeats)
+    rng.shuffle(lines)
+    source.write_text("".join(lines), encoding="utf-8")
+    return collections.Counter(json.loads(line)["metadata"]["row"] for line in lines)
+
+
+def clear_run(airflow: Any, run_id: str) -> None:
+    """Clear every task of the run, as a user does from the UI, which runs it again."""
+    response = airflow.post(
+        f"/api/v2/dags/{DAG_ID}/clearTaskInstances",
+        {"dry_run": False, "dag_run_id": run_id, "only_failed": False, "reset_dag_runs": True},
+    )
+    response.raise_for_status()
+
+
+def run_ended(airflow: Any, run_id: str, after: str | None = None) -> dict | None:
+    """The run when it is final (and ended after ``after``, an earlier end_date), else None."""
+    response = airflow.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")
+    run = response.json() if response.ok else {}
+    if run.get("state") in ("success", "failed") and run.get("end_date") and run["end_date"] != after:
+        return run
+    return None
+
+
+def cleared_run(rows: int, slices: int, added: int, repeats: int, timeout: float = 600) -> dict[str, Any]:
+    """Run the DAG on ``rows`` rows; reorder its input, append ``added`` new rows and ``repeats``
+    repeated ones; clear the run and let it run again. Returns what m3ter held after each run."""
+    dags = pathlib.Path(tempfile.mkdtemp(prefix="m3ter-mapped-dags-"))
+    shutil.copy(DAG_FILE, dags / DAG_FILE.name)
+    dag_module = _load("example_m3ter_mapped_ingest", DAG_FILE)
+    with executor_tokens.airflow_with_emulator(dag_id=DAG_ID, dags_folder=dags) as (airflow, emulator):
+        airflow.run("pools", "set", dag_module.POOL, str(dag_module.POOL_SLOTS), "m3ter ingest")
+        source = airflow.home / "input" / "measurements.jsonl"
+        dag_module.write_demo_rows(source, rows)
+        conf = {"input": str(source), "rows": rows, "slices": slices}
+        airflow.start("scheduler", "scheduler")
+        try:
+            run_id = trigger(airflow, conf)
+            first = airflow.wait_for(f"run {run_id}", lambda: run_ended(airflow, run_id), timeout)
+            stored_first = len(emulator.measurements())
+            expected = change_input(source, added, repeats)
+            clear_run(airflow, run_id)
+            second = airflow.wait_for(
+                f"cleared run {run_id}", lambda: run_ended(airflow, run_id, first["end_date"]), timeout
+            )
+        finally:
+            airflow.stop("scheduler")
+            shutil.rmtree(dags, ignore_errors=True)
+        stored = emulator.measurements()
+        return {
+            "first_state": first["state"],
+            "stored_after_first": stored_first,
+            "state": second["state"],
+            "input_rows": sum(expected.values()),
+            "stored": len(stored),
+            "distinct_uids": len({m["uid"] for m in stored}),
+            "rows_as_expected": collections.Counter(m["metadata"]["row"] for m in stored) == expected,
+            "reconciled": reconciled(airflow, run_id),
+        }
 
 
 def main(argv: list[str] | None = None) -> int:

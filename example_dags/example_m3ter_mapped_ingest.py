@@ -1,13 +1,21 @@
-"""Mapped ingest: one large JSON Lines file, split into slices, ingested by parallel mapped tasks.
+"""Mapped ingest: one large JSON Lines file, split by content into slices, ingested by parallel mapped tasks.
 
-``split`` cuts the input (a local path or an ``ObjectStoragePath`` URL such as ``s3://bucket/usage.jsonl``)
-into ``slices`` line-aligned byte ranges, streaming, and writes each range as a slice file beside the
-input (shared storage, so any worker can read it). ``ingest_slice`` is
-``M3terSubmitMeasurementsOperator`` mapped over the slices: each mapped task reads its slice lazily
-and derives its uids from (dag, task, run, map index) and each row's content, so a retried slice
-re-sends the same uids and m3ter counts every measurement once. ``reconcile`` adds up what ``split``
-counted and what the mapped tasks say m3ter accepted, fails on any difference, and removes the
-slice files once the counts agree.
+``split`` (``M3terSplitMeasurementsOperator``) reads the input (a local path or an ``ObjectStoragePath``
+URL such as ``s3://bucket/usage.jsonl``), validates every row, and writes each row to one of ``slices``
+slice files beside it (shared storage, so any worker can read them) **by its content**: slice = a
+stable hash of the canonical row modulo ``slices``. A row and its identical
+repeats always land in the same slice, and a row never changes slice when the input is reordered or
+grows. ``ingest_slice`` is ``M3terSubmitMeasurementsOperator`` mapped over the slices, all with one
+uid namespace (the DAG run's), so each row's uid comes from (run, content, occurrence among its
+repeats) whichever slice holds it. ``reconcile`` adds up what ``split`` counted and what the mapped
+tasks say m3ter accepted, fails on any difference, and removes the slice files once the counts agree.
+
+**A cleared run** re-splits its input and re-sends every row with the uids of the first try: rows
+already ingested are counted once by m3ter, rows reordered or moved are the same rows, and rows added
+to the input since are new uids, ingested once. A bad row fails ``split``: nothing is sent.
+
+**The slice count** (param ``slices``) only spreads the work: uids do not depend on it, so changing
+it re-maps rows to other slices without doubling anything. At most 256.
 
 **The pool.** Every ``ingest_slice`` task takes a slot of the Airflow pool ``m3ter_ingest``: pools are
 global (all DAGs, all workers), so the pool bounds how hard one Organization is hit, however many
@@ -27,20 +35,19 @@ creates it before ``dag.test()``.)
 The DAG finds or creates the Meter it reports (m3ter refuses measurements of unknown Meters).
 
 Params: ``input`` (default ``$M3TER_DEMO_OUTPUT/mapped_ingest/measurements.jsonl``), ``rows``
-(demo rows to generate, default 100,000), ``slices`` (mapped tasks, default 8).
+(demo rows to generate, default 100,000), ``slices`` (slice files and mapped tasks at most, default 8).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
-import re
 import tempfile
 
 from airflow.providers.common.compat.sdk import DAG, task
 
 from m3ter_provider.hooks.m3ter import M3terHook
-from m3ter_provider.operators.m3ter import M3terSubmitMeasurementsOperator
+from m3ter_provider.operators.m3ter import M3terSplitMeasurementsOperator, M3terSubmitMeasurementsOperator
 
 POOL = "m3ter_ingest"
 POOL_SLOTS = 4
@@ -79,29 +86,6 @@ def write_demo_rows(target, rows: int) -> None:
     partial.rename(target)  # a reader never sees a half-written input
 
 
-def split_lines(reader, size: int, slices: int, open_slice) -> list[tuple[str, int]]:
-    """Copy ``reader`` (binary, at offset 0) into up to ``slices`` line-aligned byte ranges.
-
-    Streams line by line: memory holds one line. ``open_slice(index)`` returns ``(name, writer)``.
-    Returns ``(name, rows)`` per non-empty slice; blank lines are copied but not counted.
-    """
-    result = []
-    for index in range(slices):
-        end = size * (index + 1) // slices
-        rows = 0
-        name, writer = open_slice(index)
-        with writer:
-            while reader.tell() < end:
-                line = reader.readline()
-                if not line:
-                    break
-                writer.write(line)
-                rows += bool(line.strip())
-        if rows:
-            result.append((name, rows))
-    return result
-
-
 with DAG(
     dag_id="example_m3ter_mapped_ingest",
     schedule=None,
@@ -138,25 +122,6 @@ with DAG(
         return str(target)
 
     @task
-    def split(location: str, params: dict | None = None, run_id: str | None = None, ti=None) -> list[str]:
-        """Cut the input into line-aligned slice files beside it; return them, push their row counts."""
-        source = storage_path(location)
-        folder = source.parent / f"{source.name}.slices" / re.sub(r"[^A-Za-z0-9._-]", "_", run_id)
-        folder.mkdir(parents=True, exist_ok=True)
-
-        def open_slice(index: int) -> tuple[str, object]:
-            path = folder / f"part-{index:05d}.jsonl"
-            return str(path), path.open("wb")
-
-        with source.open("rb") as reader:
-            size = reader.seek(0, os.SEEK_END)
-            reader.seek(0)
-            parts = split_lines(reader, size, int(params["slices"]), open_slice)
-        print(f"Split {sum(r for _, r in parts):,} measurements ({size:,} bytes) into {len(parts)} slices.")
-        ti.xcom_push(key="rows", value=[rows for _, rows in parts])  # mapping reads return values only
-        return [name for name, _ in parts]
-
-    @task
     def reconcile(slices: list[str], results: list[dict], ti=None) -> dict:
         """Sent (counted by ``split``) against accepted (what each mapped task says m3ter took)."""
         rows = ti.xcom_pull(task_ids="split", key="rows")
@@ -187,13 +152,18 @@ with DAG(
         )
         return summary
 
-    sliced = split(generate())
+    split = M3terSplitMeasurementsOperator(
+        task_id="split", source=generate(), slice_count="{{ params.slices }}"
+    )
+    sliced = split.output
     ingest = M3terSubmitMeasurementsOperator.partial(
         task_id="ingest_slice",
         pool=POOL,
         concurrency=INGEST_CONCURRENCY,
         retries=2,
         retry_delay=dt.timedelta(seconds=10),
+        # one namespace for every slice: a row's uid follows its content, not the slice it is in
+        uid_namespace="{{ dag.dag_id }}/ingest_slice/{{ run_id }}",
     ).expand(measurements_file=sliced)
     ensure_meter() >> ingest
     reconcile(sliced, ingest.output)

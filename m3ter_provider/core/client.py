@@ -16,6 +16,7 @@ import functools
 import json as jsonlib
 import logging
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -35,7 +36,7 @@ from m3ter_provider.errors import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator, Mapping
+    from collections.abc import Callable, Iterable, Iterator
 
     import requests
 
@@ -316,7 +317,11 @@ def encode_json(value: Any, *, method: str, path: str) -> bytes:
 
 
 def _query(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """m3ter wants array query parameters (``ids``, ``codes``) comma-separated; booleans lower-case."""
+    """m3ter wants array query parameters (``ids``, ``codes``) comma-separated; booleans lower-case.
+
+    :raises M3terConfigError: a value that has no flat query form (a dict, a list holding dicts or
+        lists), before anything is sent: requests would send a dict's first key alone.
+    """
     if not params:
         return None
     query: dict[str, Any] = {}
@@ -324,8 +329,21 @@ def _query(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
         if value is None:
             continue
         if isinstance(value, (list, tuple, set, frozenset)):
+            if any(isinstance(v, (Mapping, list, tuple, set, frozenset)) for v in value):
+                raise _nested_param(key, value)
             value = ",".join(str(v) for v in value)
+        elif isinstance(value, Mapping):
+            raise _nested_param(key, value)
         elif isinstance(value, bool):
             value = "true" if value else "false"
         query[key] = value
     return query
+
+
+def _nested_param(key: Any, value: Any) -> M3terConfigError:
+    kind = "dict" if isinstance(value, Mapping) else "list of lists or dicts"
+    return M3terConfigError(
+        f"query parameter {key!r} is a {kind}: m3ter's query parameters are flat. Give a string, a number, "
+        "a bool or a list of those (sent comma-separated), one parameter per key; a structured filter "
+        "goes in the JSON body (json=...) of the endpoints that take one."
+    )

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -142,6 +144,7 @@ def _join_host(label: str, host: str, port: int | None, schema: str | None) -> s
     host = host.strip()
     if "://" not in host:
         host = f"https://{host}"
+    _refuse_user_info(label, "host", host)
     parts = urlsplit(host)
     if port and parts.port is None and parts.hostname:
         netloc = f"{parts.netloc}:{int(port)}"
@@ -152,8 +155,22 @@ def _join_host(label: str, host: str, port: int | None, schema: str | None) -> s
     return _check_url(label, "host", host)
 
 
+#: the user info of a URL (``user:secret@``), never echoed in a message
+_USER_INFO = re.compile(r"(?<=//)[^/?#]*@")
+
+
+def _refuse_user_info(label: str, field: str, url: str) -> None:
+    if _USER_INFO.search(url) or ("@" in url and "://" not in url):
+        raise M3terConfigError(
+            f"{label}: {field} carries user info ('user:password@' before the host; not shown here): "
+            "give the URL without it, e.g. https://api.m3ter.com. The Access Key id goes in login and "
+            "the Api Secret in password."
+        )
+
+
 def _check_url(label: str, field: str, url: str) -> str:
     url = str(url).strip()
+    _refuse_user_info(label, field, url)
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a malformed port

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, urlsplit
 
+from m3ter_provider.core.limits import check_export_file_format, check_poll_interval, check_timeout
 from m3ter_provider.errors import M3terAPIError, M3terConfigError, M3terJobFailedError, M3terJobTimeoutError
 
 if TYPE_CHECKING:
@@ -159,9 +160,7 @@ def data_export_body(
     source = str(source_type or "").upper()
     if source not in ("USAGE", "OPERATIONAL"):
         raise M3terConfigError(f"source_type {source_type!r}: use 'USAGE' or 'OPERATIONAL'.")
-    fmt = str(export_file_format or "CSV").upper()
-    if fmt not in ("CSV", "JSONL"):
-        raise M3terConfigError(f"export_file_format {export_file_format!r}: use 'CSV' or 'JSONL'.")
+    fmt = check_export_file_format(export_file_format or "CSV")
     body: dict[str, Any] = {"sourceType": source, "exportFileFormat": fmt}
     if source == "USAGE":
         if not start_date or not end_date:
@@ -276,6 +275,8 @@ def wait_for_job(
     :raises M3terJobFailedError: the job reached a failed state.
     :raises M3terJobTimeoutError: ``timeout`` seconds passed first.
     """
+    poll_interval = check_poll_interval(poll_interval)
+    timeout = check_timeout(timeout)
     job_kind = get_kind(kind)
     deadline = None if timeout is None else clock() + timeout
     last_status: str | None = None

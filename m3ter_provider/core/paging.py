@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
+from m3ter_provider.core.limits import check_page_size
 from m3ter_provider.errors import M3terAPIError
 
 if TYPE_CHECKING:
@@ -141,6 +142,7 @@ def paginate(
         own default where the spec names none).
     """
     query = dict(params or {})
+    check_page_size(page_size, max_page_size(path), path)
     if page_size is None and "pageSize" not in query:
         page_size = max_page_size(path)
     if page_size is not None:

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.providers.common.compat.sdk import BaseOperator
 
 from m3ter_provider._compat import ResumableJobMixin
+from m3ter_provider.core.limits import check_poll_interval, check_timeout
 from m3ter_provider.errors import (
     M3terAPIError,
-    M3terConfigError,
     M3terError,
     M3terJobFailedError,
 )
@@ -164,12 +164,8 @@ class M3terJobOperatorBase(M3terHookMixin, ResumableJobMixin, BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if poll_interval <= 0:
-            raise M3terConfigError(
-                f"poll_interval must be a positive number of seconds, not {poll_interval!r}."
-            )
-        if timeout is not None and timeout <= 0:
-            raise M3terConfigError(f"timeout must be a positive number of seconds or None, not {timeout!r}.")
+        poll_interval = check_poll_interval(poll_interval)
+        timeout = check_timeout(timeout)
         self.m3ter_conn_id = m3ter_conn_id
         self.wait_for_completion = wait_for_completion
         self.poll_interval = poll_interval

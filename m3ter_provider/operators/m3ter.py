@@ -11,6 +11,7 @@ from airflow.providers.common.compat.sdk import BaseOperator
 
 from m3ter_provider.core._text import plural
 from m3ter_provider.core.jobs import BILL_JOB, DATA_EXPORT, data_export_body
+from m3ter_provider.core.limits import check_export_file_format, check_page_size
 from m3ter_provider.errors import M3terConfigError
 from m3ter_provider.hooks.m3ter import M3terHook
 from m3ter_provider.links import M3terConsoleLink, persist_console_link
@@ -18,6 +19,7 @@ from m3ter_provider.operators._base import FILE_EXPIRED, M3terHookMixin, M3terJo
 from m3ter_provider.operators._lineage import M3terExportLineageMixin
 from m3ter_provider.operators.inputs import as_id_list, open_path, parse_rendered
 from m3ter_provider.operators.measurements import M3terSubmitMeasurementsOperator
+from m3ter_provider.operators.slices import M3terSplitMeasurementsOperator
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -28,6 +30,7 @@ __all__ = [
     "M3terBillJobOperator",
     "M3terDataExportOperator",
     "M3terOperator",
+    "M3terSplitMeasurementsOperator",
     "M3terSubmitMeasurementsOperator",
 ]
 
@@ -90,7 +93,7 @@ class M3terOperator(M3terHookMixin, BaseOperator):
         self.json = json
         self.data = data
         self.paginate = paginate
-        self.page_size = page_size
+        self.page_size = check_page_size(page_size)
         self.response_filter = response_filter
         self.m3ter_conn_id = m3ter_conn_id
 
@@ -202,7 +205,7 @@ class M3terDataExportOperator(M3terExportLineageMixin, M3terJobOperatorBase):
         self.aggregations = aggregations
         self.groups = groups
         self.operational_data_types = operational_data_types
-        self.export_file_format = export_file_format
+        self.export_file_format = check_export_file_format(export_file_format)
         self.destination = destination
         self.destination_ids = destination_ids
         self.export_fields = dict(export_fields or {})

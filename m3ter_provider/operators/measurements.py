@@ -7,7 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator
 
-from m3ter_provider.core.limits import DEFAULT_INGEST_CONCURRENCY, check_concurrency, check_mode, check_wait
+from m3ter_provider.core.limits import (
+    DEFAULT_INGEST_CONCURRENCY,
+    check_concurrency,
+    check_file_format,
+    check_mode,
+    check_wait,
+)
 from m3ter_provider.errors import M3terConfigError
 from m3ter_provider.hooks.m3ter import M3terHook
 from m3ter_provider.links import M3terConsoleLink, persist_console_link
@@ -55,13 +61,18 @@ class M3terSubmitMeasurementsOperator(M3terSubmitLineageMixin, M3terHookMixin, B
     :param file_format: ``"jsonl"``, ``"csv"`` or ``"parquet"`` (needs pyarrow); by default taken from
         the file's suffix.
     :param concurrency: measurement batches in flight at once (1 to 10, default 4).
+    :param uid_namespace: the namespace the uids are derived from; by default the task
+        instance's (dag id, task id, run id, map index). Give one shared by every mapped task when
+        the input was split by content (:func:`m3ter_provider.core.ingest.slices.split_by_content`),
+        e.g. ``"{{ dag.dag_id }}/{{ run_id }}"``: a row then keeps its uid whichever slice it lands
+        in. (templated)
     :param check_ingest_failures: ``"off"`` (default), ``"warn"`` or ``"fail"``.
     :param ingest_failures_wait: seconds to keep reading failures after submitting (m3ter validates
         asynchronously; in ``"fail"`` mode the first failures found end the wait). Default 60.
     :param m3ter_conn_id: the m3ter connection id.
     """
 
-    template_fields: Sequence[str] = ("measurements", "measurements_file")
+    template_fields: Sequence[str] = ("measurements", "measurements_file", "uid_namespace")
     operator_extra_links = (M3terConsoleLink(),)
 
     def __init__(
@@ -71,6 +82,7 @@ class M3terSubmitMeasurementsOperator(M3terSubmitLineageMixin, M3terHookMixin, B
         measurements_file: Any = None,
         file_format: str | None = None,
         concurrency: int = DEFAULT_INGEST_CONCURRENCY,
+        uid_namespace: str | None = None,
         check_ingest_failures: str = "off",
         ingest_failures_wait: float = 60.0,
         m3ter_conn_id: str = M3terHook.default_conn_name,
@@ -86,7 +98,13 @@ class M3terSubmitMeasurementsOperator(M3terSubmitLineageMixin, M3terHookMixin, B
             )
         self.measurements = measurements
         self.measurements_file = measurements_file
+        check_file_format(file_format)  # an unknown format fails when the DAG file is parsed
+        if uid_namespace is not None and (not isinstance(uid_namespace, str) or not uid_namespace.strip()):
+            raise M3terConfigError(
+                f"uid_namespace {uid_namespace!r}: give a non-empty string, or leave it out."
+            )
         self.file_format = file_format
+        self.uid_namespace = uid_namespace
         self.concurrency = concurrency
         self.m3ter_conn_id = m3ter_conn_id
 
@@ -108,7 +126,7 @@ class M3terSubmitMeasurementsOperator(M3terSubmitLineageMixin, M3terHookMixin, B
             self.log.info("Reading measurements from %s.", self.measurements_file)
         else:
             source = measurements_from_value(self.measurements)
-        namespace = task_uid_namespace(context)
+        namespace = self.uid_namespace or task_uid_namespace(context)
         persist_console_link(context, self.hook.console_url)
         return self.hook.submit_measurements(
             source,

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import AirflowSensorTimeout, BaseSensorOperator, PokeReturnValue
 
 from m3ter_provider.core.jobs import get_kind
+from m3ter_provider.core.limits import check_poll_interval, check_timeout
 from m3ter_provider.errors import M3terConfigError, M3terJobTimeoutError
 from m3ter_provider.hooks.m3ter import M3terHook
 from m3ter_provider.links import M3terConsoleLink, persist_console_link
@@ -45,6 +46,8 @@ class M3terJobSensor(M3terHookMixin, BaseSensorOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        check_poll_interval(self.poke_interval, "poke_interval")
+        check_timeout(self.timeout)
         self.kind = get_kind(kind).name
         self.job_id = job_id
         self.m3ter_conn_id = m3ter_conn_id
@@ -86,7 +89,7 @@ class M3terJobSensor(M3terHookMixin, BaseSensorOperator):
                 kind=self.kind,
                 job_id=self._job_id(),
                 m3ter_conn_id=self.m3ter_conn_id,
-                poll_interval=_seconds(self.poke_interval) or 10.0,
+                poll_interval=check_poll_interval(self.poke_interval, "poke_interval"),
                 end_time=None if timeout is None else time.time() + timeout,
             ),
             method_name="execute_complete",

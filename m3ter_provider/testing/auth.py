@@ -86,8 +86,9 @@ class TokenIssuer:
         key, sep, secret = decoded.partition(":")
         return (
             bool(sep)
-            and hmac.compare_digest(key, self.access_key_id)
-            and hmac.compare_digest(secret, self.api_secret)
+            # as bytes: compare_digest refuses str holding non-ASCII characters
+            and hmac.compare_digest(key.encode("utf-8"), self.access_key_id.encode("utf-8"))
+            and hmac.compare_digest(secret.encode("utf-8"), self.api_secret.encode("utf-8"))
         )
 
     def _new_token(self) -> str:

@@ -12,6 +12,7 @@ import asyncio
 import concurrent.futures
 import contextvars
 import functools
+import math
 import os
 import threading
 import time
@@ -21,8 +22,9 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from m3ter_provider.core._text import plural
 from m3ter_provider.core.jobs import JobKind, get_kind
+from m3ter_provider.core.limits import check_poll_interval
 from m3ter_provider.core.retry import RETRY_STATUSES
-from m3ter_provider.errors import M3terError, M3terRequestError, M3terTransportError
+from m3ter_provider.errors import M3terConfigError, M3terError, M3terRequestError, M3terTransportError
 from m3ter_provider.hooks.m3ter import M3terHook
 
 if TYPE_CHECKING:
@@ -123,7 +125,13 @@ class M3terJobTrigger(BaseTrigger):
         self.kind = get_kind(kind).name
         self.job_id = str(job_id)
         self.m3ter_conn_id = m3ter_conn_id
-        self.poll_interval = float(poll_interval)
+        self.poll_interval = check_poll_interval(poll_interval)
+        if end_time is not None and (
+            isinstance(end_time, bool)
+            or not isinstance(end_time, (int, float))
+            or not math.isfinite(end_time)
+        ):
+            raise M3terConfigError(f"end_time {end_time!r}: give a UNIX timestamp (a finite number) or None.")
         self.end_time = None if end_time is None else float(end_time)
         self.max_transient_errors = int(max_transient_errors)
         self.cancel_on_kill = bool(cancel_on_kill)

@@ -107,15 +107,29 @@ def emulator(airflow_db, monkeypatch, tmp_path) -> Iterator[M3terEmulator]:
         yield emu
 
 
-def run_example(dag_id: str, conf: dict | None = None) -> tuple[Any, dict[tuple[str, str], Any]]:
-    """``dag.test()`` one example DAG (``conf``: its params); return its DagRun and XComs by task, key."""
+def run_example(
+    dag_id: str, conf: dict | None = None, logical_date: Any = None
+) -> tuple[Any, dict[tuple[str, str], Any]]:
+    """``dag.test()`` one example DAG (``conf``: its params); return its DagRun and XComs by task, key.
+
+    :param logical_date: the run's logical date; ``dag.test()`` given one already used replaces that
+        run with a fresh one of the same run id, as clearing the run would.
+    """
     from airflow.utils.session import create_session
 
     dags_folder = pathlib.Path(
         os.environ["AIRFLOW__CORE__DAGS_FOLDER"]
     )  # tests/conftest.py copies examples there
     dag = dag_bag(dags_folder).get_dag(dag_id)
-    run = dag.test(run_conf=conf) if conf else dag.test()
+    kwargs: dict[str, Any] = {"run_conf": conf} if conf else {}
+    if logical_date is not None:
+        from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_0_PLUS
+
+        if AIRFLOW_V_3_0_PLUS:  # Airflow 3 names a manual run after its run_after
+            kwargs.update(logical_date=logical_date, run_after=logical_date)
+        else:  # pragma: no cover - Airflow 2
+            kwargs["execution_date"] = logical_date
+    run = dag.test(**kwargs)
     with create_session() as session:
         xcom_model = _xcom_model()
         rows = session.query(xcom_model).filter_by(dag_id=dag_id, run_id=run.run_id).all()

@@ -9,7 +9,13 @@ import threading
 import pytest
 
 from m3ter_provider.core.tokens.cache import TOKEN_CACHE
-from m3ter_provider.errors import M3terAPIError, M3terAuthError, M3terTransportError, M3terValidationError
+from m3ter_provider.errors import (
+    M3terAPIError,
+    M3terAuthError,
+    M3terConfigError,
+    M3terTransportError,
+    M3terValidationError,
+)
 from m3ter_provider.hooks.m3ter import M3terHook
 from m3ter_provider.testing import M3terEmulator
 from tests.testing.helpers import know_meters
@@ -180,9 +186,12 @@ def test_paging_across_pages_returns_every_item_once(m3ter_conn):
     assert m3ter_conn.stats()["requests"][ACCOUNTS] == 3
 
 
-def test_a_page_size_over_the_endpoints_maximum_is_m3ters_4xx(m3ter_conn):
-    with pytest.raises(M3terAPIError, match="HTTP 400"):
+def test_a_page_size_over_the_endpoints_maximum_is_refused_before_sending(m3ter_conn):
+    with pytest.raises(
+        M3terConfigError, match=r"page_size 101 is over .* accounts \(100\): give at most 100"
+    ):
         list(M3terHook().paginate("accounts", page_size=101))
+    assert ACCOUNTS not in m3ter_conn.stats()["requests"]  # m3ter would answer 400: nothing sent
 
 
 def make_measurements(count: int) -> list[dict]:

@@ -246,7 +246,7 @@ def test_a_job_already_final_is_not_deferred(emu):
         ({"source_type": "OPERATIONAL"}, "needs operational_data_types"),
         ({"source_type": "BILLING"}, "use 'USAGE' or 'OPERATIONAL'"),
         ({"source_type": "USAGE", "wait_for_completion": False, "destination": "/tmp/x"}, "needs wait_for"),
-        ({"source_type": "USAGE", "poll_interval": 0}, "poll_interval must be a positive"),
+        ({"source_type": "USAGE", "poll_interval": 0}, "poll_interval 0: give the seconds"),
     ],
 )
 def test_bad_export_arguments_fail_when_the_dag_is_parsed(kwargs, message):
@@ -555,7 +555,7 @@ def test_without_a_task_state_store_an_export_retry_starts_a_new_export(emu):
     [
         ({"billing_frequency": "FORTNIGHTLY"}, "billing_frequency 'FORTNIGHTLY'"),
         ({"bill_date": "next tuesday"}, "bill_date 'next tuesday' is not a date"),
-        ({"timeout": -1}, "timeout must be a positive"),
+        ({"timeout": -1}, "timeout -1: give the most seconds to wait"),
     ],
 )
 def test_bad_bill_job_arguments_fail_when_the_dag_is_parsed(kwargs, message):

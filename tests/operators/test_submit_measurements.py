@@ -242,3 +242,15 @@ def test_a_file_path_template_is_still_rendered(emu, tmp_path):
     context = make_context(op, ds="2026-01-01")
     op.render_template_fields(context)
     assert op.execute(context)["measurements"] == 1
+
+
+def test_a_given_uid_namespace_is_shared_by_mapped_instances(emu):
+    """Slices split by content each hold different rows: with one namespace a row's uid does not
+    depend on the map index, so a row moved to another slice re-sends its uid."""
+    rows = [measurement(i) for i in range(6)]
+    op = M3terSubmitMeasurementsOperator(task_id="push", measurements=rows, uid_namespace="dag/run-a")
+    submit(op, run_id="run-a", map_index=0)
+    moved = M3terSubmitMeasurementsOperator(task_id="push", measurements=rows[3:], uid_namespace="dag/run-a")
+    submit(moved, run_id="run-a", map_index=5)  # the same rows in another slice: nothing new
+    assert emu.stats()["measurements_stored"] == 6
+    assert op.template_fields.count("uid_namespace") == 1

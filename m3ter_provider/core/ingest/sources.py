@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import functools
+import io
 import itertools
 import operator
 import os
@@ -20,6 +21,7 @@ from typing import Any
 
 from m3ter_provider.core.ingest import schema
 from m3ter_provider.core.ingest.columns import PLAIN_COLUMNS, ColumnMap
+from m3ter_provider.core.limits import check_file_format
 from m3ter_provider.errors import M3terConfigError, M3terValidationError
 
 #: rows of an iterable converted at once
@@ -88,11 +90,9 @@ class MeasurementFile(Source):
 
 def file_format_of(path: Any, file_format: str | None) -> str:
     """``"jsonl"``, ``"csv"`` or ``"parquet"``, from ``file_format`` or else the path's suffix."""
-    if file_format:
-        fmt = file_format.lower().lstrip(".")
-        fmt = {"ndjson": "jsonl", "jsonlines": "jsonl", "pq": "parquet"}.get(fmt, fmt)
-        if fmt not in ("jsonl", "csv", "parquet"):
-            raise M3terConfigError(f"file_format {file_format!r}: use 'jsonl', 'csv' or 'parquet'.")
+    if file_format is not None and file_format != "":
+        fmt = check_file_format(file_format)
+        assert fmt is not None
         return fmt
     suffix = pathlib.PurePosixPath(str(path)).suffix.lower()
     if suffix not in FILE_FORMATS:
@@ -158,15 +158,26 @@ def _checked(structs: list[Any], label: Callable[[int], str]) -> list[Any]:
     utc = dt.timezone.utc
     only_utc = {id(utc)}  # by identity: timezone(timedelta(0)) == utc, but is another object
     if set(map(id, map(_TZ, map(_TS, structs)))) != only_utc:
-        for row in structs:
+        for index, row in enumerate(structs):
             if row.ts.tzinfo is not utc:
-                row.ts = row.ts.astimezone(utc)
+                row.ts = _in_utc(row.ts, "ts", label, index)
     ends = set(map(id, map(_TZ, filter(None, map(_ETS, structs)))))
     if ends and ends != only_utc:
-        for row in structs:
+        for index, row in enumerate(structs):
             if row.ets is not None and row.ets.tzinfo is not utc:
-                row.ets = row.ets.astimezone(utc)
+                row.ets = _in_utc(row.ets, "ets", label, index)
     return structs
+
+
+def _in_utc(when: dt.datetime, field: str, label: Callable[[int], str], index: int) -> dt.datetime:
+    """``when`` in UTC; a date-time whose UTC time falls outside years 1 to 9999 is refused by name."""
+    try:
+        return when.astimezone(dt.timezone.utc)
+    except OverflowError:
+        raise M3terValidationError(
+            f"{label(index)}: {field!r} {when.isoformat()!r} is out of range: in UTC it falls outside the "
+            "years 1 to 9999. Give a real usage time, e.g. '2026-01-31T12:00:00Z'."
+        ) from None
 
 
 def _blocks(handle: Any) -> Iterator[tuple[bytes, int]]:
@@ -243,7 +254,9 @@ def _text_lines(blocks: Iterable[tuple[bytes, int]], path: str) -> Iterator[str]
             text = block.decode("utf-8-sig" if first_line == 1 else "utf-8")
         except UnicodeDecodeError as exc:
             raise M3terValidationError(f"{path} near line {first_line}: not UTF-8 text ({exc}).") from None
-        yield from text.splitlines(keepends=True)
+        # only \n, \r\n and \r end a line for the csv module: str.splitlines would also split a
+        # quoted cell at U+2028, U+0085, a form feed... and cut its row in two
+        yield from io.StringIO(text, newline="")
 
 
 def _csv_chunks(
