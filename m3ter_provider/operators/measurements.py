@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json as jsonlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -10,6 +9,7 @@ from airflow.providers.common.compat.sdk import BaseOperator
 
 from m3ter_provider.core.limits import DEFAULT_INGEST_CONCURRENCY, check_concurrency, check_mode, check_wait
 from m3ter_provider.errors import M3terConfigError
+from m3ter_provider.hooks._permanent import fails_fast
 from m3ter_provider.hooks.m3ter import M3terHook
 from m3ter_provider.links import M3terConsoleLink, persist_console_link
 from m3ter_provider.operators._base import M3terHookMixin
@@ -96,6 +96,7 @@ class M3terSubmitMeasurementsOperator(M3terSubmitLineageMixin, M3terHookMixin, B
             return content
         return super().render_template(content, context, jinja_env, seen_oids)
 
+    @fails_fast
     def execute(self, context: Context) -> dict[str, Any]:
         from m3ter_provider.core.ingest import (
             MeasurementFile,  # the ingest machinery: only when the task runs
@@ -106,11 +107,9 @@ class M3terSubmitMeasurementsOperator(M3terSubmitLineageMixin, M3terHookMixin, B
             self.log.info("Reading measurements from %s.", self.measurements_file)
         else:
             source = measurements_from_value(self.measurements)
-        ti = context["ti"]
-        map_index = getattr(ti, "map_index", -1)
-        namespace = jsonlib.dumps(
-            [ti.dag_id, ti.task_id, context["run_id"], -1 if map_index is None else map_index]
-        )
+        from m3ter_provider.hooks._namespaces import task_namespace
+
+        namespace = task_namespace(context["ti"], context["run_id"])
         persist_console_link(context, self.hook.console_url)
         return self.hook.submit_measurements(
             source,

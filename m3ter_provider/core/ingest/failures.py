@@ -8,8 +8,8 @@ missing Data Field... is not ingested, and m3ter records an ``ingest.validation.
 statuses loses that usage silently; :func:`read_ingest_failures` reads it back and
 :func:`check_ingest_failures` turns it into a warning or a task failure.
 
-Framework-free: ``hook`` is anything with ``paginate(path, params=..., page_size=...)``,
-``get(path, params=...)`` and ``download(url, destination)`` (:class:`~m3ter_provider.hooks.m3ter.M3terHook`).
+Framework-free: what reads the Events is an :class:`EventSource` (``paginate``, ``get``,
+``download``): the hook is one, and :class:`ClientEvents` makes one of a core client.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Protocol
 
 from m3ter_provider.core._text import plural
 from m3ter_provider.core.limits import check_mode, check_wait
@@ -42,8 +42,45 @@ _MESSAGE_KEYS = ("errorMessage", "message", "error", "reason", "description")
 log = logging.getLogger(__name__)
 
 
+class EventSource(Protocol):
+    """What reading ingest failures calls: list a path, read one, download a presigned URL."""
+
+    def paginate(
+        self, path: str, *, params: Mapping[str, Any] | None = None, page_size: int | None = None
+    ) -> Iterator[Any]: ...
+
+    def get(self, path: str, *, params: Mapping[str, Any] | None = None) -> Any: ...
+
+    def download(self, url: str, destination: Any) -> Any: ...
+
+
+class ClientEvents:
+    """An :class:`EventSource` over a core :class:`~m3ter_provider.core.client.M3terClient`."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def paginate(
+        self, path: str, *, params: Mapping[str, Any] | None = None, page_size: int | None = None
+    ) -> Iterator[Any]:
+        return self.client.paginate(path, params=params, page_size=page_size)
+
+    def get(self, path: str, *, params: Mapping[str, Any] | None = None) -> Any:
+        return self.client.request("GET", path, params=params)
+
+    def download(self, url: str, destination: Any) -> Any:
+        from m3ter_provider.core.download import download
+
+        return download(self.client, url, destination)
+
+
 class M3terIngestRejectedError(M3terError):
-    """m3ter accepted measurements and then refused them (``ingest.validation.failure`` Events)."""
+    """m3ter accepted measurements and then refused them (``ingest.validation.failure`` Events).
+
+    Permanent: the same measurements sent again are refused again (fix them and send them anew).
+    """
+
+    permanent = True
 
 
 class M3terIngestCheckError(M3terError):
@@ -79,7 +116,7 @@ class IngestFailure:
 
 
 def read_ingest_failures(
-    hook: Any,
+    hook: EventSource,
     *,
     start: datetime,
     end: datetime | None = None,
@@ -146,7 +183,7 @@ def _count(uids: Any) -> int | None:
 
 
 def check_ingest_failures(
-    hook: Any,
+    hook: EventSource,
     *,
     uids: Collection[str] | None,
     start: datetime,
@@ -284,7 +321,7 @@ def _file(data: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _with_details(hook: Any, failure: IngestFailure) -> IngestFailure:
+def _with_details(hook: EventSource, failure: IngestFailure) -> IngestFailure:
     """Fill uid and reason from the Event's failed-ingest file; keep the Event's values otherwise."""
     if failure.file is None:
         return failure

@@ -10,7 +10,7 @@ from typing import Any
 
 from m3ter_provider.core._text import plural
 from m3ter_provider.core.ingest.spool import Spool
-from m3ter_provider.errors import M3terError, M3terIngestError
+from m3ter_provider.errors import M3terIngestError
 
 
 class Progress:
@@ -60,7 +60,9 @@ def send_spool(
 ) -> dict[str, Any]:
     """POST every spooled body, ``concurrency`` at a time; stop at the first failure.
 
-    :raises M3terIngestError: a request failed after its retries; it says what m3ter accepted.
+    :raises M3terIngestError: a request failed after its retries, or anything else went wrong while
+        sending (``KeyboardInterrupt`` and other non-``Exception`` exits excepted); it says what
+        m3ter accepted and the namespace to resume with.
     """
     url = client.url("measurements", ingest_api=True)
     progress = Progress(spool.measurements, log)
@@ -106,8 +108,10 @@ def send_spool(
                         for other in futures:
                             other.cancel()
     if error is not None:
-        if not isinstance(error, M3terError):
-            raise error
+        if not isinstance(error, Exception):
+            raise error  # KeyboardInterrupt, SystemExit, a task killed by Airflow: not ours to wrap
+        # whatever failed underneath (an error of ours, an OSError from the token store, a bug),
+        # the caller learns what m3ter accepted and the namespace to resume with
         raise M3terIngestError(
             error,
             accepted_measurements=progress.sent,

@@ -17,14 +17,17 @@ import binascii
 import hashlib
 import operator
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from m3ter_provider.core.ingest import schema
+from m3ter_provider.errors import M3terValidationError
 
 #: changes only with the derivation, so uids stay the same across provider releases
 _PERSON = b"m3ter-uid-v1"
 _BUCKETS = 1 << 14
+_ROW_BITS = 40
+_ROW_MASK = (1 << _ROW_BITS) - 1
 hexlify = binascii.hexlify
 
 
@@ -51,16 +54,61 @@ class UidAssigner:
         #: digest -> occurrences seen after the first, only for contents seen more than once
         self._repeats: dict[bytes, int] = {}
         self._encoder = schema.encoder()
+        #: rows encoded so far
+        self.rows = 0
+        #: 64-bit hash of a caller-given uid -> (64-bit hash of its row's content << 40) | row number
+        self._given: dict[int, int] = {}
+        #: rows whose caller-given uid and content repeat an earlier row's (m3ter stores one)
+        self.repeated_given = 0
 
-    def encode(self, structs: list[Any]) -> list[bytes]:
-        """Each struct's JSON, with its uid (the given one, or the derived one first)."""
+    def _check_given_uids(
+        self, lines: list[bytes], given: list[Any], first_row: int, label: Callable[[int], str] | None
+    ) -> None:
+        """Refuse a caller-given uid seen before in this submission with other content.
+
+        m3ter ingests one measurement per uid: the second of two different rows sharing a uid would be
+        dropped silently. The same uid with the same content twice is the same event given twice
+        (an overlap of two exports, say): m3ter stores it once, as the caller's uid asks; it is counted
+        in ``repeated_given`` and sent. About 100 bytes per caller-given uid are kept.
+        """
+        from msgspec import UNSET
+
+        seen, blake2b = self._given, hashlib.blake2b
+        for index, (line, uid) in enumerate(zip(lines, given, strict=True)):
+            if uid is UNSET:
+                continue
+            key = int.from_bytes(blake2b(uid.encode("utf-8"), digest_size=8).digest(), "big")
+            content = int.from_bytes(blake2b(line, digest_size=8).digest(), "big")
+            previous = seen.get(key)
+            if previous is None:
+                seen[key] = (content << _ROW_BITS) | (first_row + index)
+            elif previous >> _ROW_BITS == content:
+                self.repeated_given += 1
+            else:
+                here = label(index) if label is not None else f"measurement #{first_row + index}"
+                raise M3terValidationError(
+                    f"{here}: uid {uid!r} was already given to the measurement at position "
+                    f"{previous & _ROW_MASK} of this input (counting from 0), with other content; m3ter "
+                    f"keeps one measurement per uid and would drop the other silently. Give each "
+                    f"measurement its own uid, or leave 'uid' out and let the provider derive one."
+                )
+
+    def encode(self, structs: list[Any], label: Callable[[int], str] | None = None) -> list[bytes]:
+        """Each struct's JSON, with its uid (the given one, or the derived one first).
+
+        :param label: names the row at an index of ``structs`` (for errors).
+        :raises M3terValidationError: a uid the caller gave is given again, for other content.
+        """
         lines = self._encoder.encode_lines(structs).split(b"\n")
         lines.pop()  # after the last newline
         from msgspec import UNSET
 
         given = list(map(operator.attrgetter("uid"), structs))
+        first_row = self.rows
+        self.rows += len(structs)
         if given.count(UNSET) == len(given):
             return self._with_uids(lines)
+        self._check_given_uids(lines, given, first_row, label)
         derived = iter(
             self._with_uids([line for line, uid in zip(lines, given, strict=True) if uid is UNSET])
         )
