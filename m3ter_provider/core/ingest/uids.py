@@ -26,8 +26,7 @@ from m3ter_provider.errors import M3terValidationError
 #: changes only with the derivation, so uids stay the same across provider releases
 _PERSON = b"m3ter-uid-v1"
 _BUCKETS = 1 << 14
-_ROW_BITS = 40
-_ROW_MASK = (1 << _ROW_BITS) - 1
+_GIVEN_RECORD = 17
 hexlify = binascii.hexlify
 
 
@@ -56,8 +55,9 @@ class UidAssigner:
         self._encoder = schema.encoder()
         #: rows encoded so far
         self.rows = 0
-        #: 64-bit hash of a caller-given uid -> (64-bit hash of its row's content << 40) | row number
-        self._given: dict[int, int] = {}
+        #: caller-given uids seen: 17-byte records (6 bytes of the uid's hash, 6 of its row's content
+        #: hash, 5 of the row's number) in 16,384 buckets picked by 14 more bits of the uid's hash
+        self._given: list[bytearray] | None = None
         #: rows whose caller-given uid and content repeat an earlier row's (m3ter stores one)
         self.repeated_given = 0
 
@@ -69,29 +69,37 @@ class UidAssigner:
         m3ter ingests one measurement per uid: the second of two different rows sharing a uid would be
         dropped silently. The same uid with the same content twice is the same event given twice
         (an overlap of two exports, say): m3ter stores it once, as the caller's uid asks; it is counted
-        in ``repeated_given`` and sent. About 100 bytes per caller-given uid are kept.
+        in ``repeated_given`` and sent. 17 bytes per caller-given uid are kept.
         """
         from msgspec import UNSET
 
-        seen, blake2b = self._given, hashlib.blake2b
+        if self._given is None:
+            self._given = [bytearray() for _ in range(_BUCKETS)]
+        buckets, blake2b = self._given, hashlib.blake2b
         for index, (line, uid) in enumerate(zip(lines, given, strict=True)):
             if uid is UNSET:
                 continue
-            key = int.from_bytes(blake2b(uid.encode("utf-8"), digest_size=8).digest(), "big")
-            content = int.from_bytes(blake2b(line, digest_size=8).digest(), "big")
-            previous = seen.get(key)
-            if previous is None:
-                seen[key] = (content << _ROW_BITS) | (first_row + index)
-            elif previous >> _ROW_BITS == content:
+            digest = blake2b(uid.encode("utf-8"), digest_size=8).digest()
+            bucket = buckets[(digest[0] << 6) | (digest[1] >> 2)]
+            key = digest[2:8]
+            content = blake2b(line, digest_size=6).digest()
+            found = bucket.find(key)
+            while found > 0 and found % _GIVEN_RECORD:  # a match across two records: look further
+                found = bucket.find(key, found + 1)
+            if found < 0:
+                bucket += key + content + (first_row + index).to_bytes(5, "big")
+                continue
+            if bucket[found + 6 : found + 12] == content:
                 self.repeated_given += 1
-            else:
-                here = label(index) if label is not None else f"measurement #{first_row + index}"
-                raise M3terValidationError(
-                    f"{here}: uid {uid!r} was already given to the measurement at position "
-                    f"{previous & _ROW_MASK} of this input (counting from 0), with other content; m3ter "
-                    f"keeps one measurement per uid and would drop the other silently. Give each "
-                    f"measurement its own uid, or leave 'uid' out and let the provider derive one."
-                )
+                continue
+            here = label(index) if label is not None else f"measurement #{first_row + index}"
+            first = int.from_bytes(bucket[found + 12 : found + _GIVEN_RECORD], "big")
+            raise M3terValidationError(
+                f"{here}: uid {uid!r} was already given to the measurement at position {first} of this "
+                "input (counting from 0), with other content; m3ter keeps one measurement per uid and "
+                "would drop the other silently. Give each measurement its own uid, or leave 'uid' out "
+                "and let the provider derive one."
+            )
 
     def encode(self, structs: list[Any], label: Callable[[int], str] | None = None) -> list[bytes]:
         """Each struct's JSON, with its uid (the given one, or the derived one first).
