@@ -206,7 +206,8 @@ class M3terHook(BaseHook):
           task** are several submissions: the nth call of a task try (counted in the task's
           process) takes the task's namespace with ``#n`` appended (none for the first), so
           identical rows in two calls are two events, and the nth call of a retry maps onto the
-          nth call of the first try. Keep the calls in the same order on every try.
+          nth call of the first try. Keep the calls in the same order on every try; calls from
+          several threads of one task have no stable order: give each its own ``uid_namespace``.
         - **given**: ``uid_namespace`` is used exactly as given (resume a partial failure with the
           one :class:`~m3ter_provider.errors.M3terIngestError` names). Given again for another call
           of the same task try (or, outside a task, of this process), identical rows of the two
