@@ -10,17 +10,33 @@ from __future__ import annotations
 
 from typing import Any
 
+#: HTTP 4xx statuses that are worth another try later: a timeout, a conflict, too many requests,
+#: too early. Every other 4xx answer is permanent: the same request gets the same answer.
+TRANSIENT_CLIENT_STATUSES = frozenset({408, 409, 425, 429})
+
 
 class M3terError(Exception):
-    """Base class of every error this provider raises."""
+    """Base class of every error this provider raises.
+
+    ``permanent`` says whether trying again later can help: ``True`` for refused credentials, bad
+    configuration, invalid input and most 4xx answers; ``False`` for what time may cure (no answer,
+    5xx, 408/409/429, a job still running). The Airflow face fails a task at once on a permanent
+    error instead of spending its retries.
+    """
+
+    permanent: bool = False
 
 
 class M3terConfigError(M3terError, ValueError):
     """The connection (or an argument) is missing a field or holds a malformed value."""
 
+    permanent = True
+
 
 class M3terValidationError(M3terError, ValueError):
     """Input refused before anything was sent to m3ter (for example a bad measurement)."""
+
+    permanent = True
 
 
 class M3terRequestError(M3terError):
@@ -62,10 +78,21 @@ class M3terRequestError(M3terError):
             text += f" {hint}"
         super().__init__(text)
 
+    @property
+    def permanent(self) -> bool:  # type: ignore[override]
+        """A 4xx answer other than 408, 409, 425 and 429: the same request gets the same answer."""
+        return (
+            self.status is not None
+            and 400 <= self.status < 500
+            and self.status not in TRANSIENT_CLIENT_STATUSES
+        )
+
 
 class M3terAuthError(M3terRequestError):
     """m3ter refused the credentials (HTTP 400/401/403 at the token endpoint), or refused a call
     made with a freshly exchanged token (a wrong org id or a missing permission)."""
+
+    permanent = True
 
 
 class M3terAPIError(M3terRequestError):
@@ -85,6 +112,8 @@ class M3terTransportError(M3terRequestError):
     """A transient failure that outlasted the retries: no answer (connection refused or dropped, a
     timeout, a cut-off body, a TLS error), or a token endpoint answering 429 or 5xx. Worth trying
     again later; a caller that polls (the trigger) treats it as non-fatal."""
+
+    permanent = False
 
 
 class M3terJobError(M3terError):
@@ -138,11 +167,13 @@ class M3terIngestError(M3terError):
     :param accepted_batches: requests m3ter accepted in this call.
     :param uid_namespace: the namespace the uids were derived from (the call's own random one when
         none was given: pass it back to resume).
+    :param cause: what failed: an error of this family, or anything else raised underneath (an
+        ``OSError``, a bug); ``permanent`` follows it (only an error of this family can be permanent).
     """
 
     def __init__(
         self,
-        cause: M3terError,
+        cause: BaseException,
         *,
         accepted_measurements: int,
         accepted_batches: int,
@@ -156,21 +187,29 @@ class M3terIngestError(M3terError):
         self.total_measurements = total_measurements
         self.total_batches = total_batches
         self.uid_namespace = uid_namespace
+        self.permanent = bool(getattr(cause, "permanent", False)) if isinstance(cause, M3terError) else False
         resume = (
             f"Re-run with uid_namespace={uid_namespace!r} and the same input to send the rest without "
             "doubling (this call had no namespace of its own)."
             if uid_namespace.startswith("random:")
-            else "Re-running the same input with the same uid_namespace sends the rest without doubling."
+            else f"Re-running the same input with uid_namespace={uid_namespace!r} sends the rest without "
+            "doubling."
         )
         batches = "batch" if total_batches == 1 else "batches"
+        what = str(cause) if isinstance(cause, M3terError) else f"{type(cause).__name__}: {cause}."
         super().__init__(
-            f"{cause} m3ter accepted {accepted_measurements:,} of {total_measurements:,} measurements "
+            f"{what} m3ter accepted {accepted_measurements:,} of {total_measurements:,} measurements "
             f"(in {accepted_batches:,} of {total_batches:,} {batches}) before this. {resume}"
         )
 
 
 class M3terIngestRejectedError(M3terError):
-    """m3ter accepted measurements and then refused them (``ingest.validation.failure`` Events)."""
+    """m3ter accepted measurements and then refused them (``ingest.validation.failure`` Events).
+
+    Permanent: the same measurements sent again are refused again (fix them and send them anew).
+    """
+
+    permanent = True
 
 
 class M3terIngestCheckError(M3terError):

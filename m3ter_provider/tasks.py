@@ -53,8 +53,6 @@ def job_from_event(
 def task_uid_namespace(context: Any) -> str:
     """The uid namespace of the running task instance (DAG, task, run, map index): the same on every
     try, so a retried or cleared task re-sends the same uids and m3ter ingests each once."""
-    import json
+    from m3ter_provider.core.ingest.uids import task_namespace
 
-    ti = context["ti"]
-    map_index = getattr(ti, "map_index", -1)
-    return json.dumps([ti.dag_id, ti.task_id, context["run_id"], -1 if map_index is None else map_index])
+    return task_namespace(context["ti"], context["run_id"])

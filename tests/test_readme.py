@@ -18,7 +18,6 @@ import os
 import pathlib
 import re
 import shlex
-import types
 from collections.abc import Iterator
 
 import pytest
@@ -82,10 +81,13 @@ def test_hook_block_runs_against_the_emulator(emulator: M3terEmulator) -> None:
     assert isinstance(currency, str) and currency
     assert [a["code"] for a in emulator.entities("accounts")] == ["acme"]
     rows = [{"account": "acme", "meter": "api_calls", "ts": "2026-01-01T00:00:00Z", "measure": {"n": 1}}]
-    ti = types.SimpleNamespace(dag_id="d", task_id="t", run_id="r", map_index=-1)
-    summary = namespace["push_usage"].function(rows, ti=ti)
+    from tests.operators.helpers import in_task
+
+    with in_task("push_usage", try_number=1):
+        summary = namespace["push_usage"].function(rows)
     assert summary["measurements"] == 1 and emulator.stats()["measurements_stored"] == 1
-    namespace["push_usage"].function(rows, ti=ti)  # a retry: same uids, counted once
+    with in_task("push_usage", try_number=2):
+        namespace["push_usage"].function(rows)  # a retry: same uids, counted once
     assert emulator.stats()["measurements_stored"] == 1
 
 

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     import requests
 
     from m3ter_provider.core.config import M3terSettings
+    from m3ter_provider.core.ingest.failures import LogSink
 
 log = logging.getLogger(__name__)
 
@@ -278,6 +279,9 @@ class M3terClient:
         max_items: int = ingest.MAX_MEASUREMENTS_PER_REQUEST,
         max_bytes: int = ingest.MAX_REQUEST_BYTES,
         after_send: Callable[[ingest.Spool], Mapping[str, Any]] | None = None,
+        check_ingest_failures: str = "off",
+        ingest_failures_wait: float = 60.0,
+        logger: LogSink | None = None,
     ) -> dict[str, Any]:
         """Validate and spool every measurement, then post them in batches within m3ter's limits.
 
@@ -291,7 +295,12 @@ class M3terClient:
         :param uid_namespace: fixes the derived uids across runs; default: a random one per call.
         :param concurrency: batches in flight at once (1 to 10; m3ter allows 50 ingest requests/s
             per Organization, and a 429 is retried).
-        :return: ``{"measurements": n, "requests": k, "bytes": b}``.
+        :param check_ingest_failures: ``"off"`` (default), ``"warn"`` or ``"fail"``: read m3ter's
+            ``ingest.validation.failure`` Events for this call's uids once it is sent.
+        :param ingest_failures_wait: seconds to keep reading them.
+        :param logger: where progress and findings are logged.
+        :return: ``{"measurements": n, "requests": k, "bytes": b, "rejected": r, "duplicates": d,
+            "rejections": [...]}``.
         :raises M3terIngestError: a request failed part-way; it names what m3ter accepted.
         """
         return ingest.submit(
@@ -302,6 +311,9 @@ class M3terClient:
             max_items=max_items,
             max_bytes=max_bytes,
             after_send=after_send,
+            check_ingest_failures=check_ingest_failures,
+            ingest_failures_wait=ingest_failures_wait,
+            logger=logger,
         )
 
 

@@ -195,13 +195,15 @@ class Transport:
             hint = "m3ter may have processed it: check before re-running."
         else:
             hint = f"Check the URLs of {self.label} and your network."
-        return M3terTransportError(
+        error = M3terTransportError(
             f"no usable answer from m3ter ({reason})",
             method=method,
             path=url_path(url),
             hint=hint,
             attempts=attempts,
         )
+        error.permanent = failure is Failure.INVALID  # a malformed URL or an untrusted certificate
+        return error
 
 
 def _read_json(method: str, url: str, response: requests.Response) -> Any:

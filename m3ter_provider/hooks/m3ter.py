@@ -18,6 +18,7 @@ from m3ter_provider._compat import mask_secret
 from m3ter_provider.core import jobs
 from m3ter_provider.core.limits import DEFAULT_INGEST_CONCURRENCY
 from m3ter_provider.errors import M3terError
+from m3ter_provider.hooks.permanent import fails_fast, permanent_errors_fail_the_task
 
 if TYPE_CHECKING:
     # requests, the client and what it loads wait until a task makes a call: DAG files import this
@@ -115,10 +116,12 @@ class M3terHook(BaseHook):
         return self.settings.console_url
 
     # ---------------------------------------------------------------- calls
+    @fails_fast
     def get_token(self) -> str:
         """The current bearer token, exchanging the credentials only when needed."""
         return self.client.get_token()
 
+    @fails_fast
     def get_sdk_client(self) -> m3ter.M3ter:
         """The official SDK's ``m3ter.M3ter`` client, sending this hook's cached token.
 
@@ -130,6 +133,7 @@ class M3terHook(BaseHook):
 
         return sdk_client(self.client)
 
+    @fails_fast
     def request(
         self,
         method: str,
@@ -170,8 +174,10 @@ class M3terHook(BaseHook):
 
         :param page_size: m3ter's ``pageSize`` (each endpoint has a maximum, usually 100 or 200).
         """
-        return self.client.paginate(path, params=params, page_size=page_size)
+        with permanent_errors_fail_the_task():
+            yield from self.client.paginate(path, params=params, page_size=page_size)
 
+    @fails_fast
     def submit_measurements(
         self,
         measurements: Iterable[Mapping[str, Any]] | Any,
@@ -185,19 +191,41 @@ class M3terHook(BaseHook):
 
         Every measurement is checked first against m3ter's schema (``account``, ``meter``, ``ts``
         required; codes up to 80 characters, ``uid`` up to 50; RFC 3339 date-times with an offset;
-        string and number maps); nothing is sent if one is bad. The encoded batches (at most 1,000
-        measurements, under 512,000 bytes each) wait in a temporary file, so memory stays flat.
+        string and number maps); nothing is sent if one is bad, nor if the input gives one ``uid``
+        to two measurements of different content. Rows are converted as they are pulled, so a
+        generator may yield one dict again and again, changed in between. The encoded batches (at
+        most 1,000 measurements, under 512,000 bytes each) wait in a temporary file, so memory stays
+        flat.
 
-        Every measurement sent has a uid. One without gets a uid derived from ``uid_namespace``, its
+        Every measurement sent has a uid. One without gets a uid derived from the namespace, its
         content and its occurrence among identical rows (never its position), so a re-run with the
         same namespace, rows reordered or added, re-sends the same uids and m3ter counts each once.
         A changed value is new content: m3ter keeps both rows (send a compensating measurement to
-        correct one). Without a namespace the call uses a random one: its own retries are safe.
+        correct one). The namespace, and the log line saying which one a call used:
+
+        - **from the task instance**: called inside a running Airflow task without
+          ``uid_namespace``, the call derives it from the task instance (dag id, task id, run id,
+          map index) as :class:`~m3ter_provider.operators.measurements.M3terSubmitMeasurementsOperator`
+          does, so an Airflow retry or a cleared task re-sends the same uids. **Several calls in one
+          task** are several submissions: the nth call of a task try (counted in the task's
+          process) takes the task's namespace with ``#n`` appended (none for the first), so
+          identical rows in two calls are two events, and the nth call of a retry maps onto the
+          nth call of the first try. Keep the calls in the same order on every try; calls from
+          several threads of one task have no stable order: give each its own ``uid_namespace``.
+        - **given**: ``uid_namespace`` is used exactly as given (resume a partial failure with the
+          one :class:`~m3ter_provider.errors.M3terIngestError` names). Given again for another call
+          of the same task try (or, outside a task, of this process), identical rows of the two
+          calls get the same uids and m3ter stores them once: a warning says so.
+        - **random: outside a task** (a script, a notebook): a namespace of the call's own; its own
+          retries are safe, a second call with the same rows is not (give a namespace).
+
+        Permanent errors (refused credentials, a bad connection, invalid measurements, 4xx answers
+        other than 408/409/425/429) are raised as classes that are also ``AirflowFailException``:
+        the task fails without spending its retries. Transient ones keep them.
 
         :param measurements: an iterable of dicts (a list, a generator), or a JSON Lines or CSV file
             (``pathlib.Path``, ``ObjectStoragePath``, ``m3ter_provider.core.ingest.MeasurementFile``).
-        :param uid_namespace: fixes the derived uids; give the task instance's (dag, task, run, map
-            index) so a retried task re-sends the same uids.
+        :param uid_namespace: fixes the derived uids; default: the running task instance's (see above).
         :param concurrency: batches in flight at once (1 to 10, default 4).
         :param check_ingest_failures: m3ter answers 200 for a batch and validates its measurements
             afterwards (an unknown Meter, a missing Data Field...), recording refusals as
@@ -206,27 +234,35 @@ class M3terHook(BaseHook):
             ``ingest_failures_wait`` seconds and log, or raise, the count and the first reasons.
         :param ingest_failures_wait: seconds to keep reading failures (``"fail"``: the first found
             end the wait); finite, at most an hour.
-        :return: ``{"measurements": n, "requests": k, "bytes": b}``, plus ``rejected`` (None when
-            not checked), ``duplicates`` and ``rejections`` (the first few) when checked.
-        :raises M3terIngestError: a request failed part-way: it names how many measurements and
-            batches m3ter accepted; re-run with the same namespace to send the rest.
+        :return: ``{"measurements": n, "requests": k, "bytes": b, "uid_namespace": ns}``, plus
+            ``rejected`` (None when not checked), ``duplicates`` and ``rejections`` (the first few).
+        :raises M3terIngestError: anything failed part-way: it names how many measurements and
+            batches m3ter accepted and the namespace; re-run with it to send the rest.
         """
-        from m3ter_provider.core.limits import check_mode
+        from m3ter_provider.hooks._namespaces import namespace_for_call
 
-        mode = check_mode(check_ingest_failures)
-        after_send = self._ingest_failure_check(mode, ingest_failures_wait)
+        namespace, source, warning = namespace_for_call(uid_namespace)
+        if warning:
+            self.log.warning("%s", warning)
+        self.log.info("Measurement uids derive from namespace %s (%s).", namespace, source)
         summary = self.client.submit_measurements(
-            measurements, uid_namespace=uid_namespace, concurrency=concurrency, after_send=after_send
+            measurements,
+            uid_namespace=namespace,
+            concurrency=concurrency,
+            check_ingest_failures=check_ingest_failures,
+            ingest_failures_wait=ingest_failures_wait,
+            logger=self.log,
         )
-        if mode == "off":
-            summary.update(rejected=None, duplicates=None, rejections=[])
+        summary["uid_namespace"] = namespace
         return summary
 
     # ---------------------------------------------------------------- long-running jobs
+    @fails_fast
     def get_job(self, kind: str | JobKind, job_id: str) -> dict[str, Any]:
         """Read one job of ``kind``: ``"dataexport"``, ``"billjob"``, ``"statementjob"``, ``"fileupload"``."""
         return jobs.get_job(self.client, kind, job_id)
 
+    @fails_fast
     def wait_for_job(
         self, kind: str | JobKind, job_id: str, *, poll_interval: float = 10.0, timeout: float | None = None
     ) -> dict[str, Any]:
@@ -237,10 +273,12 @@ class M3terHook(BaseHook):
         """
         return jobs.wait_for_job(self.client, kind, job_id, poll_interval=poll_interval, timeout=timeout)
 
+    @fails_fast
     def cancel_job(self, kind: str | JobKind, job_id: str) -> Any:
         """Cancel a bill job or statement job."""
         return jobs.cancel_job(self.client, kind, job_id)
 
+    @fails_fast
     def start_data_export(self, source_type: str, **kwargs: Any) -> str:
         """Start an ad-hoc data export and return its job id.
 
@@ -251,10 +289,12 @@ class M3terHook(BaseHook):
         """
         return jobs.start_data_export(self.client, source_type, **kwargs)
 
+    @fails_fast
     def get_export_download_url(self, job_id: str) -> dict[str, Any]:
         """A presigned download URL for a finished export (``{"url", "expirationTime"}``, valid 15 min)."""
         return jobs.export_download_url(self.client, job_id)
 
+    @fails_fast
     def download(self, url: str, destination: Destination) -> dict[str, Any]:
         """Stream a presigned URL to a local path or an ``ObjectStoragePath``; never sends the token there.
 
@@ -378,6 +418,7 @@ class M3terHook(BaseHook):
         return self.client.user_agent
 
     # ---------------------------------------------------------------- bill jobs
+    @fails_fast
     def start_bill_job(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """Create a bill job (``POST billjobs``) and return it; the request is never blindly retried.
 
@@ -388,11 +429,13 @@ class M3terHook(BaseHook):
         self.log.info("Started m3ter bill job %s.", job["id"])
         return job
 
+    @fails_fast
     def get_bill_ids(self, job: Mapping[str, Any]) -> list[str]:
         """The ids of the bills a finished bill job produced."""
         return jobs.bill_ids(self.client, job)
 
     # ---------------------------------------------------------------- ingest validation failures
+    @fails_fast
     def get_ingest_failures(
         self,
         start: dt.datetime,
@@ -433,6 +476,7 @@ class M3terHook(BaseHook):
 
         return check
 
+    @fails_fast
     def upload_measurements(
         self,
         measurements: Iterable[Mapping[str, Any]] | Any,
@@ -463,12 +507,17 @@ class M3terHook(BaseHook):
         """
         from m3ter_provider.core.ingest.upload import report_failed_rows, upload
         from m3ter_provider.core.limits import check_mode
+        from m3ter_provider.hooks._namespaces import namespace_for_call
 
         mode = check_mode(check_ingest_failures)
+        namespace, source, warning = namespace_for_call(uid_namespace)
+        if warning:
+            self.log.warning("%s", warning)
+        self.log.info("Measurement uids derive from namespace %s (%s).", namespace, source)
         summary = upload(
             self.client,
             measurements,
-            uid_namespace=uid_namespace,
+            uid_namespace=namespace,
             wait=wait,
             poll_interval=poll_interval,
             timeout=timeout,
@@ -480,6 +529,7 @@ class M3terHook(BaseHook):
         report_failed_rows(summary, mode, self.log)
         return summary
 
+    @fails_fast
     def query_usage(self, destination: Any, **query: Any) -> dict[str, Any]:
         """Run a Data Explorer usage query over any time range and write the items to a file.
 

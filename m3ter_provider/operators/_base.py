@@ -19,6 +19,7 @@ from m3ter_provider.errors import (
     M3terJobFailedError,
 )
 from m3ter_provider.hooks.m3ter import M3terHook
+from m3ter_provider.hooks.permanent import fails_fast
 from m3ter_provider.links import JOB_ID_XCOM_KEY, M3terConsoleLink, persist_console_link
 from m3ter_provider.tasks import M3terHookMixin, default_deferrable, job_from_event
 
@@ -191,6 +192,7 @@ class M3terJobOperatorBase(M3terHookMixin, ResumableJobMixin, BaseOperator):
         return None
 
     # ------------------------------------------------------------ ResumableJobMixin
+    @fails_fast
     def execute(self, context: Context) -> dict[str, Any]:
         self._reset()
         record = self._try_record(context)

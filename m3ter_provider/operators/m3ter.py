@@ -14,6 +14,7 @@ from m3ter_provider.core.jobs import BILL_JOB, DATA_EXPORT, data_export_body
 from m3ter_provider.core.limits import check_export_file_format, check_page_size
 from m3ter_provider.errors import M3terConfigError
 from m3ter_provider.hooks.m3ter import M3terHook
+from m3ter_provider.hooks.permanent import fails_fast
 from m3ter_provider.links import M3terConsoleLink, persist_console_link
 from m3ter_provider.operators._base import FILE_EXPIRED, M3terHookMixin, M3terJobOperatorBase, templated
 from m3ter_provider.operators._lineage import M3terExportLineageMixin
@@ -97,6 +98,7 @@ class M3terOperator(M3terHookMixin, BaseOperator):
         self.response_filter = response_filter
         self.m3ter_conn_id = m3ter_conn_id
 
+    @fails_fast
     def execute(self, context: Context) -> Any:
         endpoint = str(self.endpoint).strip()
         params = parse_rendered(self.query_params, "query_params")

@@ -16,6 +16,7 @@ from m3ter_provider.core.limits import (
 )
 from m3ter_provider.errors import M3terConfigError
 from m3ter_provider.hooks.m3ter import M3terHook
+from m3ter_provider.hooks.permanent import fails_fast
 from m3ter_provider.links import M3terConsoleLink, persist_console_link
 from m3ter_provider.operators._lineage import M3terSubmitLineageMixin
 from m3ter_provider.operators.inputs import measurements_from_value, open_path
@@ -116,6 +117,7 @@ class M3terSubmitMeasurementsOperator(M3terSubmitLineageMixin, M3terHookMixin, B
             return content
         return super().render_template(content, context, jinja_env, seen_oids)
 
+    @fails_fast
     def execute(self, context: Context) -> dict[str, Any]:
         from m3ter_provider.core.ingest import (
             MeasurementFile,  # the ingest machinery: only when the task runs

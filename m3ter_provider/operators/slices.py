@@ -9,6 +9,7 @@ from airflow.providers.common.compat.sdk import BaseOperator
 
 from m3ter_provider.core.limits import check_file_format, check_slice_count
 from m3ter_provider.errors import M3terConfigError
+from m3ter_provider.hooks.permanent import fails_fast
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -63,6 +64,7 @@ class M3terSplitMeasurementsOperator(BaseOperator):
         self.destination = destination
         self.file_format = check_file_format(file_format)
 
+    @fails_fast
     def execute(self, context: Context) -> list[str]:
         from m3ter_provider.core.ingest.slices import split_by_content
         from m3ter_provider.operators.inputs import open_path

@@ -11,6 +11,7 @@ from m3ter_provider.core.jobs import FILE_UPLOAD
 from m3ter_provider.core.limits import check_mode, check_wait
 from m3ter_provider.errors import M3terAPIError, M3terConfigError
 from m3ter_provider.hooks.m3ter import M3terHook
+from m3ter_provider.hooks.permanent import fails_fast
 from m3ter_provider.links import M3terConsoleLink, persist_console_link
 from m3ter_provider.operators._base import (
     M3terHookMixin,
@@ -125,6 +126,7 @@ class M3terUploadMeasurementsOperator(M3terHookMixin, BaseOperator):
             raise
         return FILE_UPLOAD.status(job) in ("running", "succeeded")
 
+    @fails_fast
     def execute(self, context: Context) -> dict[str, Any]:
         from m3ter_provider.core.ingest.upload import prepare, start_upload
 
@@ -198,6 +200,7 @@ class M3terUploadMeasurementsOperator(M3terHookMixin, BaseOperator):
         TryRecord(context, FILE_UPLOAD).delete()
         return result
 
+    @fails_fast
     def execute_complete(
         self,
         context: Context,
@@ -301,6 +304,7 @@ class M3terUsageQueryOperator(M3terHookMixin, BaseOperator):
             ) from None
         return query
 
+    @fails_fast
     def execute(self, context: Context) -> dict[str, Any]:
         persist_console_link(context, self.hook.console_url)
         return self.hook.query_usage(

@@ -10,6 +10,7 @@ from airflow.providers.common.compat.sdk import BaseHook, BaseOperator
 from m3ter_provider.core.limits import DEFAULT_INGEST_CONCURRENCY, check_concurrency, check_mode, check_wait
 from m3ter_provider.errors import M3terConfigError
 from m3ter_provider.hooks.m3ter import M3terHook
+from m3ter_provider.hooks.permanent import fails_fast
 from m3ter_provider.links import M3terConsoleLink, persist_console_link
 from m3ter_provider.operators.inputs import parse_rendered
 from m3ter_provider.tasks import M3terHookMixin, task_uid_namespace
@@ -100,6 +101,7 @@ class SqlToM3terMeasurementsOperator(M3terHookMixin, BaseOperator):
             )
         return hook
 
+    @fails_fast
     def execute(self, context: Context) -> dict[str, Any]:
         from m3ter_provider.core.ingest.sql import QueryResult  # the ingest machinery: only when run
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -82,3 +84,27 @@ def measurement(i: int, account: str = "acme", meter: str = "api_calls") -> dict
         "ts": f"2026-01-01T00:{i // 60 % 60:02d}:{i % 60:02d}Z",
         "measure": {"calls": float(i)},
     }
+
+
+def _set_current_context() -> Any:
+    """Airflow's own ``set_current_context`` (what a task run uses before ``execute``)."""
+    try:
+        from airflow.sdk.execution_time.context import set_current_context
+    except ImportError:  # Airflow 2.x
+        from airflow.models.taskinstance import set_current_context
+    return set_current_context
+
+
+@contextlib.contextmanager
+def in_task(
+    task_id: str,
+    *,
+    dag_id: str = "test_dag",
+    run_id: str = "manual__1",
+    map_index: int = -1,
+    try_number: int = 1,
+) -> Iterator[FakeTaskInstance]:
+    """Run the block as inside a running task instance: ``get_current_context()`` finds it."""
+    ti = FakeTaskInstance(task_id, dag_id=dag_id, run_id=run_id, map_index=map_index, try_number=try_number)
+    with _set_current_context()({"ti": ti, "task_instance": ti, "run_id": run_id}):
+        yield ti

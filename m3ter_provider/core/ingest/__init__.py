@@ -20,6 +20,7 @@ re-sending the corrected row does not replace the old one.
 
 from __future__ import annotations
 
+import datetime as dt
 import gc
 import logging
 from typing import TYPE_CHECKING, Any
@@ -39,13 +40,14 @@ from m3ter_provider.core.ingest.sources import MeasurementFile, Source, chunks_o
 from m3ter_provider.core.ingest.spool import Spool
 from m3ter_provider.core.ingest.uids import UidAssigner, random_namespace, uid_for
 from m3ter_provider.core.limits import DEFAULT_INGEST_CONCURRENCY as DEFAULT_CONCURRENCY
-from m3ter_provider.core.limits import check_concurrency
+from m3ter_provider.core.limits import check_concurrency, check_mode, check_wait
 from m3ter_provider.errors import M3terIngestError, M3terValidationError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
 
     from m3ter_provider.core.client import M3terClient
+    from m3ter_provider.core.ingest.failures import LogSink
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
@@ -79,11 +81,12 @@ def spool_measurements(
     uid_namespace: str,
     max_items: int = MAX_MEASUREMENTS_PER_REQUEST,
     max_bytes: int = MAX_REQUEST_BYTES,
+    logger: LogSink | None = None,
 ) -> Spool:
     """Validate, give uids, encode and pack every measurement into a :class:`Spool` (nothing sent).
 
-    :raises M3terValidationError: on the first bad measurement (naming its row and field) or one
-        too large to send alone.
+    :raises M3terValidationError: on the first bad measurement (naming its row and field), one too
+        large to send alone, or a uid the caller gave to two measurements of different content.
     """
     spool = Spool(max_items=max_items, max_bytes=max_bytes)
     collecting = gc.isenabled()
@@ -94,10 +97,16 @@ def spool_measurements(
     try:
         assigner = UidAssigner(uid_namespace)
         for number, (structs, label) in enumerate(chunks_of(measurements), 1):
-            spool.add(assigner.encode(structs), label)
+            spool.add(assigner.encode(structs, label), label)
             if number % GC_EVERY_CHUNKS == 0:
                 gc.collect(1)
         spool.finish()
+        if assigner.repeated_given:
+            (logger or log).warning(
+                "%s repeated the uid and the content of an earlier measurement of this input: "
+                "m3ter stores each such measurement once (as its uid says).",
+                plural(assigner.repeated_given, "measurement"),
+            )
     except BaseException:
         spool.close()
         raise
@@ -116,6 +125,9 @@ def submit(
     max_items: int = MAX_MEASUREMENTS_PER_REQUEST,
     max_bytes: int = MAX_REQUEST_BYTES,
     after_send: Callable[[Spool], Mapping[str, Any]] | None = None,
+    check_ingest_failures: str = "off",
+    ingest_failures_wait: float = 60.0,
+    logger: LogSink | None = None,
 ) -> dict[str, Any]:
     """Validate and spool every measurement, then post the bodies, ``concurrency`` at a time.
 
@@ -127,23 +139,42 @@ def submit(
     :param after_send: called with the spool once every body was accepted, before the spool is
         deleted (e.g. to match ingest failure Events to this submission's uids); what it returns
         joins the summary.
-    :return: ``{"measurements": n, "requests": k, "bytes": b}``.
+    :param check_ingest_failures: ``"off"``, ``"warn"`` or ``"fail"``: read m3ter's
+        ``ingest.validation.failure`` Events for this submission's uids once it is sent (see
+        :func:`m3ter_provider.core.ingest.failures.check_ingest_failures`).
+    :param ingest_failures_wait: seconds to keep reading them.
+    :param logger: where progress and the check's findings go (default: this module's logger).
+    :return: ``{"measurements": n, "requests": k, "bytes": b, "rejected": r, "duplicates": d,
+        "rejections": [...]}`` (``rejected`` and ``duplicates`` None when not checked).
     :raises M3terValidationError: bad input; nothing was sent.
-    :raises M3terIngestError: a request failed; it says how many measurements m3ter accepted.
+    :raises M3terIngestError: a request failed, or anything else did while sending; it says how
+        many measurements m3ter accepted and the namespace to resume with.
     """
+    from m3ter_provider.core.ingest import failures
+
     check_concurrency(concurrency)
+    mode = check_mode(check_ingest_failures)
+    wait = check_wait(ingest_failures_wait)
+    logger = logger or log
     if uid_namespace is not None and (not isinstance(uid_namespace, str) or not uid_namespace):
         raise M3terValidationError("uid_namespace must be a non-empty string (or None).")
     namespace = uid_namespace if uid_namespace is not None else random_namespace()
+    started = dt.datetime.now(dt.timezone.utc)
     with spool_measurements(
-        measurements, uid_namespace=namespace, max_items=max_items, max_bytes=max_bytes
+        measurements, uid_namespace=namespace, max_items=max_items, max_bytes=max_bytes, logger=logger
     ) as spool:
-        log.info(
+        logger.info(
             "Validated %s into %s; sending.",
             plural(spool.measurements, "measurement"),
             plural(len(spool), "request body", "request bodies"),
         )
-        summary = send_spool(client, spool, concurrency=concurrency, uid_namespace=namespace, log=log)
+        summary = send_spool(client, spool, concurrency=concurrency, uid_namespace=namespace, log=logger)
         if after_send is not None:
             summary.update(after_send(spool))
+        # the spool holds every uid sent: failures are matched to it without a uid list in memory
+        summary.update(
+            failures.check_ingest_failures(
+                failures.ClientEvents(client), uids=spool, start=started, mode=mode, wait=wait, logger=logger
+            )
+        )
         return summary

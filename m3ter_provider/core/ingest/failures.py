@@ -8,8 +8,8 @@ missing Data Field... is not ingested, and m3ter records an ``ingest.validation.
 statuses loses that usage silently; :func:`read_ingest_failures` reads it back and
 :func:`check_ingest_failures` turns it into a warning or a task failure.
 
-Framework-free: ``hook`` is any :class:`EventSource`: ``paginate(path, params=..., page_size=...)``,
-``get(path, params=...)`` and ``download(url, destination)`` (:class:`~m3ter_provider.hooks.m3ter.M3terHook`).
+Framework-free: what reads the Events is an :class:`EventSource` (``paginate``, ``get``,
+``download``): the hook is one, and :class:`ClientEvents` makes one of a core client.
 """
 
 from __future__ import annotations
@@ -31,6 +31,9 @@ from m3ter_provider.errors import M3terError, M3terIngestCheckError, M3terIngest
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 
+    from m3ter_provider.core.client import M3terClient
+    from m3ter_provider.core.ingest.spool import Spool
+
 EVENT_NAME = "ingest.validation.failure"
 DUPLICATE_UID = "DuplicateUid"
 """A re-sent uid: m3ter ingested that measurement before, so it is not lost (not counted as rejected)."""
@@ -45,21 +48,35 @@ log = logging.getLogger(__name__)
 
 
 class EventSource(Protocol):
-    """What reading ingest failures needs: the hook's (or a client's) list, get and download calls."""
+    """What reading ingest failures calls: list a path, read one, download a presigned URL."""
+
+    def paginate(
+        self, path: str, *, params: Mapping[str, Any] | None = None, page_size: int | None = None
+    ) -> Iterator[Any]: ...
+
+    def get(self, path: str, *, params: Mapping[str, Any] | None = None) -> Any: ...
+
+    def download(self, url: str, destination: Any) -> Any: ...
+
+
+class ClientEvents:
+    """An :class:`EventSource` over a core :class:`~m3ter_provider.core.client.M3terClient`."""
+
+    def __init__(self, client: M3terClient) -> None:
+        self.client = client
 
     def paginate(
         self, path: str, *, params: Mapping[str, Any] | None = None, page_size: int | None = None
     ) -> Iterator[Any]:
-        """Every item of a list endpoint, across ``nextToken`` pages."""
-        ...
+        return self.client.paginate(path, params=params, page_size=page_size)
 
     def get(self, path: str, *, params: Mapping[str, Any] | None = None) -> Any:
-        """The decoded JSON of a GET."""
-        ...
+        return self.client.request("GET", path, params=params)
 
-    def download(self, url: str, destination: str) -> Any:
-        """Stream a presigned URL to a local path."""
-        ...
+    def download(self, url: str, destination: Any) -> Any:
+        from m3ter_provider.core.download import download
+
+        return download(self.client, url, destination)
 
 
 class LogSink(Protocol):
@@ -105,7 +122,7 @@ def read_ingest_failures(
     *,
     start: datetime,
     end: datetime | None = None,
-    uids: Iterable[str] | None = None,
+    uids: Iterable[str] | Spool | None = None,
     fetch_details: bool = True,
     max_events: int = MAX_EVENTS_SCANNED,
 ) -> list[IngestFailure]:
@@ -171,7 +188,7 @@ def _count(uids: Any) -> int | None:
 def check_ingest_failures(
     hook: EventSource,
     *,
-    uids: Collection[str] | None,
+    uids: Collection[str] | Spool | None,
     start: datetime,
     mode: str = "warn",
     wait: float = 0.0,

@@ -8,20 +8,20 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from m3ter_provider.core._text import plural
-from m3ter_provider.errors import M3terError, M3terIngestError
+from m3ter_provider.errors import M3terIngestError
 
 if TYPE_CHECKING:
-    import logging
     from collections.abc import Callable
 
     from m3ter_provider.core.client import M3terClient
+    from m3ter_provider.core.ingest.failures import LogSink
     from m3ter_provider.core.ingest.spool import Spool
 
 
 class Progress:
     """Log long uploads in a few lines: at most one every 10 % or 30 s, and the total at the end."""
 
-    def __init__(self, total: int, logger: logging.Logger, *, every_seconds: float = 30.0) -> None:
+    def __init__(self, total: int, logger: LogSink, *, every_seconds: float = 30.0) -> None:
         self.total = total
         self.sent = 0
         self.requests = 0
@@ -61,11 +61,13 @@ class Progress:
 
 
 def send_spool(
-    client: M3terClient, spool: Spool, *, concurrency: int, uid_namespace: str, log: logging.Logger
+    client: M3terClient, spool: Spool, *, concurrency: int, uid_namespace: str, log: LogSink
 ) -> dict[str, Any]:
     """POST every spooled body, ``concurrency`` at a time; stop at the first failure.
 
-    :raises M3terIngestError: a request failed after its retries; it says what m3ter accepted.
+    :raises M3terIngestError: a request failed after its retries, or anything else went wrong while
+        sending (``KeyboardInterrupt`` and other non-``Exception`` exits excepted); it says what
+        m3ter accepted and the namespace to resume with.
     """
     url = client.url("measurements", ingest_api=True)
     progress = Progress(spool.measurements, log)
@@ -90,8 +92,10 @@ def send_spool(
     else:
         error = _post_concurrently(client, post, len(spool), workers)
     if error is not None:
-        if not isinstance(error, M3terError):
-            raise error
+        if not isinstance(error, Exception):
+            raise error  # KeyboardInterrupt, SystemExit, a task killed by Airflow: not ours to wrap
+        # whatever failed underneath (an error of ours, an OSError from the token store, a bug),
+        # the caller learns what m3ter accepted and the namespace to resume with
         raise M3terIngestError(
             error,
             accepted_measurements=progress.sent,

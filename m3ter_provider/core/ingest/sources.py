@@ -120,16 +120,36 @@ def chunks_of(measurements: Any) -> Iterator[Chunk]:
 
 
 def _dict_chunks(rows: Iterator[Any]) -> Iterator[Chunk]:
+    """Each row converted to a struct the moment it is pulled, never collected by reference first.
 
-    kind = types.GenericAlias(list, schema.measurement_type())  # list[Measurement], built at runtime
+    A generator may yield one dict again and again, changing it in between (a common way to build
+    rows in a loop): collecting the references and converting later would read the last values
+    only. Converting as pulled copies every value (maps included) before the next row is asked for,
+    and costs no more than converting a list of 1,000 at once.
+    """
+    import msgspec
+
+    kind = schema.measurement_type()
+    convert = msgspec.convert
     start = 0
-    while chunk := list(itertools.islice(rows, CHUNK_ROWS)):
+    while True:
+        structs: list[Any] = []
+        append = structs.append
+        try:
+            for row in itertools.islice(rows, CHUNK_ROWS):
+                append(convert(row, kind))
+        except msgspec.ValidationError:
+            index = start + len(structs)
+            _validated([row], types.GenericAlias(list, kind), functools.partial(_row_label, index))
+            raise  # pragma: no cover - the list conversion fails as the row's did
+        if not structs:
+            return
 
         def label(index: int, start: int = start) -> str:
             return f"measurement #{start + index}"
 
-        yield _validated(chunk, kind, label), label
-        start += len(chunk)
+        yield _checked(structs, label), label
+        start += len(structs)
 
 
 _TS = operator.attrgetter("ts")
@@ -310,3 +330,8 @@ def _parquet_chunks(handle: Any, path: str, column_mapping: Mapping[str, str] | 
                 yield values, number
 
     yield from mapped_chunks(rows(), columns, lambda number: f"{path} row {number}")
+
+
+def _row_label(index: int, _offset: int) -> str:
+    """Names row ``index`` of an iterable (a label for the one-row list it was checked alone in)."""
+    return f"measurement #{index}"

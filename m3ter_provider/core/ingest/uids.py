@@ -20,19 +20,31 @@ import secrets
 from typing import TYPE_CHECKING, Any
 
 from m3ter_provider.core.ingest import schema
+from m3ter_provider.errors import M3terValidationError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
 #: changes only with the derivation, so uids stay the same across provider releases
 _PERSON = b"m3ter-uid-v1"
 _BUCKETS = 1 << 14
+_GIVEN_RECORD = 17
 hexlify = binascii.hexlify
 
 
 def random_namespace() -> str:
     """A namespace of its own for a call given none: retries inside the call re-send the same uids."""
     return "random:" + secrets.token_hex(16)
+
+
+def task_namespace(ti: Any, run_id: str | None = None) -> str:
+    """The namespace of a task instance: ``json [dag_id, task_id, run_id, map_index]``, the same on
+    every try, so a retried or cleared task re-sends the same uids (``ti`` is any object with those
+    attributes: no Airflow import here)."""
+    import json
+
+    map_index = getattr(ti, "map_index", -1)
+    return json.dumps([ti.dag_id, ti.task_id, run_id or ti.run_id, -1 if map_index is None else map_index])
 
 
 def namespace_key(namespace: str) -> bytes:
@@ -53,16 +65,70 @@ class UidAssigner:
         #: digest -> occurrences seen after the first, only for contents seen more than once
         self._repeats: dict[bytes, int] = {}
         self._encoder = schema.encoder()
+        #: rows encoded so far
+        self.rows = 0
+        #: caller-given uids seen: 17-byte records (6 bytes of the uid's hash, 6 of its row's content
+        #: hash, 5 of the row's number) in 16,384 buckets picked by 14 more bits of the uid's hash
+        self._given: list[bytearray] | None = None
+        #: rows whose caller-given uid and content repeat an earlier row's (m3ter stores one)
+        self.repeated_given = 0
 
-    def encode(self, structs: list[Any]) -> list[bytes]:
-        """Each struct's JSON, with its uid (the given one, or the derived one first)."""
+    def _check_given_uids(
+        self, lines: list[bytes], given: list[Any], first_row: int, label: Callable[[int], str] | None
+    ) -> None:
+        """Refuse a caller-given uid seen before in this submission with other content.
+
+        m3ter ingests one measurement per uid: the second of two different rows sharing a uid would be
+        dropped silently. The same uid with the same content twice is the same event given twice
+        (an overlap of two exports, say): m3ter stores it once, as the caller's uid asks; it is counted
+        in ``repeated_given`` and sent. 17 bytes per caller-given uid are kept.
+        """
+        from msgspec import UNSET
+
+        if self._given is None:
+            self._given = [bytearray() for _ in range(_BUCKETS)]
+        buckets, blake2b = self._given, hashlib.blake2b
+        for index, (line, uid) in enumerate(zip(lines, given, strict=True)):
+            if uid is UNSET:
+                continue
+            digest = blake2b(uid.encode("utf-8"), digest_size=8).digest()
+            bucket = buckets[(digest[0] << 6) | (digest[1] >> 2)]
+            key = digest[2:8]
+            content = blake2b(line, digest_size=6).digest()
+            found = bucket.find(key)
+            while found > 0 and found % _GIVEN_RECORD:  # a match across two records: look further
+                found = bucket.find(key, found + 1)
+            if found < 0:
+                bucket += key + content + (first_row + index).to_bytes(5, "big")
+                continue
+            if bucket[found + 6 : found + 12] == content:
+                self.repeated_given += 1
+                continue
+            here = label(index) if label is not None else f"measurement #{first_row + index}"
+            first = int.from_bytes(bucket[found + 12 : found + _GIVEN_RECORD], "big")
+            raise M3terValidationError(
+                f"{here}: uid {uid!r} was already given to the measurement at position {first} of this "
+                "input (counting from 0), with other content; m3ter keeps one measurement per uid and "
+                "would drop the other silently. Give each measurement its own uid, or leave 'uid' out "
+                "and let the provider derive one."
+            )
+
+    def encode(self, structs: list[Any], label: Callable[[int], str] | None = None) -> list[bytes]:
+        """Each struct's JSON, with its uid (the given one, or the derived one first).
+
+        :param label: names the row at an index of ``structs`` (for errors).
+        :raises M3terValidationError: a uid the caller gave is given again, for other content.
+        """
         lines = self._encoder.encode_lines(structs).split(b"\n")
         lines.pop()  # after the last newline
         from msgspec import UNSET
 
         given = list(map(operator.attrgetter("uid"), structs))
+        first_row = self.rows
+        self.rows += len(structs)
         if given.count(UNSET) == len(given):
             return self._with_uids(lines)
+        self._check_given_uids(lines, given, first_row, label)
         derived = iter(
             self._with_uids([line for line, uid in zip(lines, given, strict=True) if uid is UNSET])
         )

@@ -277,13 +277,23 @@ class TokenCache:
         a thread that finds no token in memory must not read the refused one back from the file.
         """
         store = self._store
-        if store is not None:
-            store.discard(credentials.store_key, token.value)
-        entry = self._entry(credentials)
-        with self._lock:
-            if entry.token is not None and entry.token.value == token.value:
-                entry.token = None
-                entry.retry_at, entry.failed_refreshes = 0.0, 0
+        try:
+            if store is not None:
+                store.discard(credentials.store_key, token.value)
+        except Exception as exc:  # a store whose directory or files vanished or were replaced
+            log.warning(
+                "Could not drop the refused m3ter token from the shared token store (%s: %s); "
+                "dropped it in this process and carrying on.",
+                type(exc).__name__,
+                exc,
+            )
+        finally:
+            # whatever the store did, the refused token is never used again by this process
+            entry = self._entry(credentials)
+            with self._lock:
+                if entry.token is not None and entry.token.value == token.value:
+                    entry.token = None
+                    entry.retry_at, entry.failed_refreshes = 0.0, 0
 
     def exchanges(self, credentials: Credentials) -> int:
         """How many successful exchanges this process made for ``credentials``."""

@@ -98,6 +98,11 @@ class FileTokenStore:
     def discard(self, key: str, value: str) -> None:
         """Delete the saved token if it is ``value`` (m3ter refused it); keep a newer one."""
         path = self._path(key, ".token")
+        if not os.path.isdir(self.directory):
+            log.info(
+                "The shared m3ter token store %s is gone: no refused token left to drop.", self.directory
+            )
+            return
         with self._locked(key):
             saved, _ = self._read(path)
             if saved is not None and saved[0] == value:
@@ -138,21 +143,40 @@ class FileTokenStore:
     def _locked(self, key: str) -> Iterator[None]:
         import fcntl
 
-        fd = os.open(self._path(key, ".lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        path = self._path(key, ".lock")
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except FileNotFoundError:  # the directory was removed (a tmp cleaner): make it again
+            self._recreate_directory()
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
             os.close(fd)  # closing releases the lock
 
+    def _recreate_directory(self) -> None:
+        log.warning("The shared m3ter token store %s disappeared; making it again.", self.directory)
+        self._prepare_directory()
+
     def _read(self, path: str) -> tuple[tuple[str, float] | None, tuple[int, int] | None]:
-        """``((token, expiry) or None, the file's identity or None)``; unreadable content is ``None``."""
+        """``((token, expiry) or None, the file's identity or None)``; unreadable content is ``None``.
+
+        A file that vanished reads as none; one replaced by something that is not a regular file
+        (a directory, a symlink, a FIFO) is ignored with a warning.
+        """
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError:
+            return None, None
+        except OSError as exc:  # a symlink put in its place (O_NOFOLLOW), no permission...
+            log.warning("Ignoring the m3ter token file in %s (%s).", self.directory, exc.strerror or exc)
             return None, None
         with os.fdopen(fd, "rb") as handle:
             info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                log.warning("Ignoring the m3ter token file in %s: not a regular file.", self.directory)
+                return None, None
             raw = handle.read()
         identity = (info.st_ino, info.st_mtime_ns)
         try:
@@ -168,7 +192,11 @@ class FileTokenStore:
 
     def _write(self, path: str, value: str, expires_at: float) -> None:
         raw = json.dumps({"format": _FORMAT, "token": value, "expires_at": expires_at}).encode()
-        fd, temp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".token")  # mode 0600
+        try:
+            fd, temp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".token")  # mode 0600
+        except FileNotFoundError:  # removed since the lock was taken
+            self._recreate_directory()
+            fd, temp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".token")
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(self._encrypt(raw))
