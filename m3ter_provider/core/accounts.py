@@ -285,6 +285,8 @@ def sync_accounts(
     for row in checked:
         entry: dict[str, Any] = {"row": row.number, "code": row.code}
         try:
+            if row.plan_code and row.plan_code not in plan_ids:
+                raise M3terValidationError(f"plan_code {row.plan_code!r}: m3ter has no Plan with this code.")
             outcome, account, changed = _sync_account(paced, row, existing.get(row.code), dry_run)
             entry.update(outcome=outcome, changed=changed)
             if row.plan_code or row.plan_id:
