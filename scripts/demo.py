@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "example_dags"
@@ -161,6 +162,30 @@ with create_session() as session:
                 sent += value["measurements"]
     print(f"SENT={sent}")
 """
+
+
+def answer_pending_approvals(client: Any, dag_id: str, option: str = "Approve") -> list[str]:
+    """Answer every human-in-the-loop request of ``dag_id`` still waiting, through Airflow's REST API.
+
+    ``client`` is a requests-like session on the api-server (``get``/``patch`` taking paths from the
+    root: the demo's own, or FastAPI's TestClient in the tests). Returns the answered task ids.
+    """
+    listing = client.get(
+        f"/api/v2/dags/{dag_id}/dagRuns/~/hitlDetails", params={"response_received": "false"}
+    )
+    listing.raise_for_status()
+    answered = []
+    for detail in listing.json()["hitl_details"]:
+        ti = detail["task_instance"]
+        if ti.get("state") not in ("awaiting_input", "deferred"):
+            continue  # not waiting yet (or any more)
+        path = (
+            f"/api/v2/dags/{dag_id}/dagRuns/{ti['dag_run_id']}/taskInstances/{ti['task_id']}/"
+            f"{ti['map_index']}/hitlDetails"
+        )
+        client.patch(path, json={"chosen_options": [option], "params_input": {}}).raise_for_status()
+        answered.append(ti["task_id"])
+    return answered
 
 
 def dag_run_summary(env: dict[str, str], dag_id: str) -> tuple[str, int]:
