@@ -153,7 +153,7 @@ with DAG(
             raise ValueError(
                 f"m3ter holds {counted} measurements for last month, the table {loaded['measurements']}."
             )
-        return {"measurements": counted}
+        return {"measurements_in_m3ter": counted}
 
     @task(multiple_outputs=True)
     def period() -> dict:

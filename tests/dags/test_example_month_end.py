@@ -73,7 +73,7 @@ def test_month_end_runs_end_to_end_with_a_persons_approval(emulator, answerer, t
     assert person.errors == [] and person.answered == ["approval"]
     synced = xcoms[("sync_accounts", "return_value")]
     assert (synced["created"], synced["plans_attached"], synced["failed"]) == (3, 3, 0)
-    assert xcoms[("reconcile", "return_value")] == {"measurements": 30}
+    assert xcoms[("reconcile", "return_value")] == {"measurements_in_m3ter": 30}
     bill_ids = xcoms[("run_bill_job", "return_value")]["bill_ids"]
     assert len(bill_ids) == 3
     assert xcoms[("approve_bills", "return_value")]["approved"] == bill_ids
