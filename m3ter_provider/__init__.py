@@ -109,7 +109,17 @@ def get_provider_info() -> dict[str, Any]:
                 "tags": ["service"],
             }
         ],
-        "operators": [{"integration-name": "m3ter", "python-modules": ["m3ter_provider.operators.m3ter"]}],
+        "operators": [
+            {
+                "integration-name": "m3ter",
+                "python-modules": [
+                    "m3ter_provider.operators.m3ter",
+                    "m3ter_provider.operators.accounts",
+                    "m3ter_provider.operators.bills",
+                    "m3ter_provider.operators.statements",
+                ],
+            }
+        ],
         "sensors": [{"integration-name": "m3ter", "python-modules": ["m3ter_provider.sensors.m3ter"]}],
         "hooks": [{"integration-name": "m3ter", "python-modules": ["m3ter_provider.hooks.m3ter"]}],
         "triggers": [{"integration-name": "m3ter", "python-modules": ["m3ter_provider.triggers.m3ter"]}],
