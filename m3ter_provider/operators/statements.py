@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +13,13 @@ from airflow.providers.common.compat.sdk import BaseOperator
 from m3ter_provider.core.jobs import STATEMENT_JOB
 from m3ter_provider.errors import M3terAPIError, M3terConfigError
 from m3ter_provider.hooks.m3ter import M3terHook
-from m3ter_provider.operators._base import M3terHookMixin, TryRecord, templated
+from m3ter_provider.operators._base import (
+    M3terHookMixin,
+    TryRecord,
+    default_deferrable,
+    job_from_event,
+    templated,
+)
 from m3ter_provider.operators._inputs import as_id_list, open_path
 
 if TYPE_CHECKING:
@@ -33,8 +40,9 @@ class M3terStatementsOperator(M3terHookMixin, BaseOperator):
     A retry does not start the statement jobs again: the ids a try started are kept where they
     survive the retry (Airflow 3.3+: the task state store; below 3.3: an Airflow Variable per task
     instance, deleted when the task succeeds, as the bill job operator does), and the retry follows
-    them; only a Bill whose job failed or is unknown to m3ter gets a new one. The waiting is done in
-    the worker (statement jobs take seconds to minutes); this operator does not defer.
+    them; only a Bill whose job failed or is unknown to m3ter gets a new one. With ``deferrable``
+    the triggerer waits for each job still running (the task resumes, follows its recorded jobs and
+    defers again on the next one, or downloads once all are done).
 
     :param bill_ids: the Bill ids (a list, an XCom, or comma-separated). (templated)
     :param destination: the folder for the files: a path, an ``ObjectStoragePath`` or a
@@ -42,6 +50,7 @@ class M3terStatementsOperator(M3terHookMixin, BaseOperator):
     :param formats: ``["JSON"]`` (default), ``["CSV"]`` or both.
     :param poll_interval: seconds between two polls of a statement job.
     :param timeout: seconds to wait at most for each job (``None``: no limit).
+    :param deferrable: hand the waiting to the triggerer (default ``[operators] default_deferrable``).
     :param m3ter_conn_id: the m3ter connection id.
     """
 
@@ -55,6 +64,7 @@ class M3terStatementsOperator(M3terHookMixin, BaseOperator):
         formats: Sequence[str] = ("JSON",),
         poll_interval: float = 5.0,
         timeout: float | None = 3600.0,
+        deferrable: bool | None = None,
         m3ter_conn_id: str = M3terHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
@@ -78,6 +88,7 @@ class M3terStatementsOperator(M3terHookMixin, BaseOperator):
         self.formats = chosen
         self.poll_interval = poll_interval
         self.timeout = timeout
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
         self.m3ter_conn_id = m3ter_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -87,15 +98,46 @@ class M3terStatementsOperator(M3terHookMixin, BaseOperator):
             return {"statement_job_ids": [], "files": []}
         record = _JobIds(context, {"bill_ids": bill_ids, "formats": self.formats})
         jobs = self._follow_or_start(bill_ids, record)
-        finished = [
-            self.hook.wait_for_job(
-                STATEMENT_JOB, job["id"], poll_interval=self.poll_interval, timeout=self.timeout
-            )
-            for job in jobs
-        ]
+        if self.deferrable:
+            finished = [self._final_or_defer(job) for job in jobs]
+        else:
+            finished = [
+                self.hook.wait_for_job(
+                    STATEMENT_JOB, job["id"], poll_interval=self.poll_interval, timeout=self.timeout
+                )
+                for job in jobs
+            ]
         files = self.hook.download_statements(finished, open_path(self.destination), self.formats)
         record.forget()
         return {"statement_job_ids": [job["id"] for job in finished], "files": files}
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A job the triggerer waited for is final: fail with its message, or carry on (the recorded
+        jobs are followed, not started again)."""
+        job_from_event(event, STATEMENT_JOB)
+        return self.execute(context)
+
+    def _final_or_defer(self, job: dict[str, Any]) -> dict[str, Any]:
+        current = self.hook.get_job(STATEMENT_JOB, job["id"])
+        outcome = STATEMENT_JOB.outcome(current)
+        if outcome == "failed":
+            raise STATEMENT_JOB.failed_error(job["id"], current)
+        if outcome == "running":
+            from m3ter_provider.triggers.m3ter import M3terJobTrigger  # loads pydantic: only here
+
+            self.log.info("Deferring: the triggerer waits for m3ter statement job %s.", job["id"])
+            self.defer(
+                trigger=M3terJobTrigger(
+                    kind=STATEMENT_JOB.name,
+                    job_id=job["id"],
+                    m3ter_conn_id=self.m3ter_conn_id,
+                    poll_interval=self.poll_interval,
+                    end_time=None if self.timeout is None else time.time() + self.timeout,
+                    cancel_on_kill=True,
+                ),
+                method_name="execute_complete",
+            )
+        return current
 
     def _follow_or_start(self, bill_ids: list[str], record: _JobIds) -> list[dict[str, Any]]:
         """The jobs an earlier try started and still good, plus new ones for the other Bills."""

@@ -314,3 +314,47 @@ def test_statement_arguments_are_checked_when_the_dag_is_parsed():
         M3terStatementsOperator(task_id="s", bill_ids=["b"], destination="/tmp", formats=["HTML"])
     with pytest.raises(M3terError, match="destination is required"):
         M3terStatementsOperator(task_id="s", bill_ids=["b"], destination="")
+
+
+def test_deferrable_statements_defer_per_running_job_and_start_each_once(emu, tmp_path, variables):
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    from tests.operators.test_job_operators import run_trigger
+
+    _, bill_ids = billed(emu, 2)
+    emu.job_duration = 0.3
+    op = M3terStatementsOperator(
+        task_id="s", bill_ids=bill_ids, destination=str(tmp_path), poll_interval=0.05, deferrable=True
+    )
+    context = make_context(op)
+    deferrals, call = 0, (op.execute, {})
+    while True:
+        method, kwargs = call
+        try:
+            result = method(context, **kwargs)
+            break
+        except TaskDeferred as deferred:
+            deferrals += 1
+            assert deferred.trigger.kind == "statementjob" and deferrals <= 2
+            call = (op.execute_complete, {"event": run_trigger(deferred.trigger)})
+    assert deferrals >= 1 and len(result["files"]) == 2
+    assert emu.stats()["requests"][f"POST {ORG}/statementjobs/batch"] == 1
+
+
+def test_the_sync_waits_on_its_pacer_before_every_request(emu, plan, monkeypatch):
+    from m3ter_provider.core import accounts
+
+    waits = []
+    monkeypatch.setattr(accounts.Pacer, "wait", lambda self: waits.append(self.gap))
+    M3terHook().sync_accounts(rows(4), rate=5)
+    api_requests = emu.stats()["requests_total"] - emu.stats()["requests"].get("POST /oauth/token", 0)
+    assert len(waits) == api_requests and set(waits) == {0.2}
+
+
+def test_a_429_during_the_sync_is_retried_and_nothing_is_doubled(emu, plan):
+    hook = M3terHook()
+    hook.client.sleep = lambda seconds: None
+    emu.add_fault(f"POST {ORG}/accounts", status=429, times=2)
+    summary = hook.sync_accounts(rows(2))
+    assert (summary["created"], summary["failed"]) == (2, 0)
+    assert sorted(a["code"] for a in emu.entities("accounts")) == ["cust_0", "cust_1"]
