@@ -41,10 +41,9 @@ OUTPUT_DIR = os.environ.get("M3TER_DEMO_OUTPUT", os.path.join(tempfile.gettempdi
 POLL_INTERVAL = float(os.environ.get("M3TER_DEMO_POLL_INTERVAL", "5"))
 CRM_FILE = os.path.join(OUTPUT_DIR, "example_m3ter_month_end", "crm.sqlite")
 CRM_CONN_ID = "m3ter_example_crm"
-# The example's own SQLite "CRM" (your deployment defines a connection to its warehouse instead)
-os.environ.setdefault(
-    f"AIRFLOW_CONN_{CRM_CONN_ID.upper()}", json.dumps({"conn_type": "sqlite", "host": CRM_FILE})
-)
+# The example's own SQLite "CRM", a connection defined by this file wherever it is parsed (the task
+# processes too), always for this parse's CRM_FILE. Your DAG names its warehouse connection instead.
+os.environ[f"AIRFLOW_CONN_{CRM_CONN_ID.upper()}"] = json.dumps({"conn_type": "sqlite", "host": CRM_FILE})
 PLAN_CODE = "example-month-end-standard"
 METER_CODE = "api_calls"
 CUSTOMERS = [  # code, name, e-mail
