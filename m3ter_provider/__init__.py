@@ -112,7 +112,13 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "m3ter",
-                "python-modules": ["m3ter_provider.operators.m3ter", "m3ter_provider.operators.warehouse"],
+                "python-modules": [
+                    "m3ter_provider.operators.m3ter",
+                    "m3ter_provider.operators.warehouse",
+                    "m3ter_provider.operators.accounts",
+                    "m3ter_provider.operators.bills",
+                    "m3ter_provider.operators.statements",
+                ],
             }
         ],
         "transfers": [

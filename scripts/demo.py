@@ -12,11 +12,16 @@ import json
 import os
 import pathlib
 import re
+import secrets
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from typing import Any
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "example_dags"
@@ -110,8 +115,13 @@ def run_demo(dag_id: str, home: pathlib.Path) -> int:
         if run([str(bin_dir / "airflow"), "db", "migrate"], env, home / "db-migrate.log") != 0:
             print((home / "db-migrate.log").read_text()[-4000:])
             return 1
+        approver = Approver.start_if_needed(dag_id, env, home) if emulator is not None else None
         print(f"==> airflow dags test {dag_id}")
-        code = run([str(bin_dir / "airflow"), "dags", "test", dag_id], env)
+        try:
+            code = run([str(bin_dir / "airflow"), "dags", "test", dag_id], env)
+        finally:
+            if approver is not None:
+                approver.stop()
         state, sent = dag_run_summary(env, dag_id)
         print(f"==> DAG run of {dag_id}: {state}")
         print(f"==> measurements sent to m3ter by the run's tasks: {sent:,}")
@@ -161,6 +171,132 @@ with create_session() as session:
                 sent += value["measurements"]
     print(f"SENT={sent}")
 """
+
+
+def needs_a_person(dag_id: str) -> bool:
+    """Whether the example DAG asks a person (Airflow 3.1+'s human-in-the-loop operators)."""
+    import importlib.util
+
+    text = "".join(
+        path.read_text() for path in EXAMPLES.glob("*.py") if f'dag_id="{dag_id}"' in path.read_text()
+    )
+    return (
+        "operators.hitl import" in text
+        and importlib.util.find_spec("airflow.providers.standard.operators.hitl") is not None
+    )
+
+
+class _Api:
+    """A small client of Airflow's REST API (paths from the api-server's root), with a bearer token."""
+
+    def __init__(self, base: str) -> None:
+        import requests
+
+        self.base = base
+        self.session = requests.Session()
+
+    def login(self) -> None:
+        token = self.session.get(self.base + "/auth/token", timeout=30).json()["access_token"]
+        self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.session.get(self.base + path, timeout=30, **kwargs)
+
+    def patch(self, path: str, **kwargs: Any) -> Any:
+        return self.session.patch(self.base + path, timeout=30, **kwargs)
+
+
+class Approver:
+    """An ``airflow api-server`` on the demo's metadata DB, and a thread that answers the DAG's
+    approval through its REST API as a person would in the UI: unattended demos need an answer."""
+
+    def __init__(self, dag_id: str, env: dict[str, str], home: pathlib.Path) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.dag_id = dag_id
+        self.api = _Api(f"http://127.0.0.1:{port}")
+        env.update(
+            AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="True",
+            AIRFLOW__API_AUTH__JWT_SECRET=secrets.token_urlsafe(32),
+            AIRFLOW__API__SECRET_KEY=secrets.token_urlsafe(16),
+        )
+        self.log = home / "api-server.log"
+        cmd = [str(pathlib.Path(sys.executable).parent / "airflow"), "api-server", "--host", "127.0.0.1",
+               "--port", str(port), "--workers", "1"]  # fmt: skip
+        with self.log.open("w") as out:
+            self.process = subprocess.Popen(
+                cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._answer, daemon=True)
+
+    @classmethod
+    def start_if_needed(cls, dag_id: str, env: dict[str, str], home: pathlib.Path) -> Approver | None:
+        if not needs_a_person(dag_id):
+            return None
+        approver = cls(dag_id, env, home)
+        print(
+            f'==> {dag_id} waits for a person\'s approval: the demo answers it itself ("Approve"), through '
+            f"Airflow's REST API on an api-server it started ({approver.api.base})"
+        )
+        approver.thread.start()
+        return approver
+
+    def _answer(self) -> None:
+        import requests
+
+        logged_in = False
+        while not self.done.wait(1.0):
+            try:
+                if not logged_in:
+                    self.api.login()
+                    logged_in = True
+                for task_id in answer_pending_approvals(self.api, self.dag_id):
+                    print(
+                        f'==> the demo answered {task_id!r} with "Approve" through Airflow\'s REST API: '
+                        f"PATCH /api/v2/dags/{self.dag_id}/dagRuns/<run>/taskInstances/{task_id}/-1/"
+                        "hitlDetails"
+                    )
+            except (requests.RequestException, ValueError, KeyError):
+                continue  # the api-server is still starting
+            if self.process.poll() is not None:
+                print(f"==> the api-server stopped: the approval cannot be answered (log: {self.log})")
+                return
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join(10)
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+
+
+def answer_pending_approvals(client: Any, dag_id: str, option: str = "Approve") -> list[str]:
+    """Answer every human-in-the-loop request of ``dag_id`` still waiting, through Airflow's REST API.
+
+    ``client`` is a requests-like session on the api-server (``get``/``patch`` taking paths from the
+    root: the demo's own, or FastAPI's TestClient in the tests). Returns the answered task ids.
+    """
+    listing = client.get(
+        f"/api/v2/dags/{dag_id}/dagRuns/~/hitlDetails", params={"response_received": "false"}
+    )
+    listing.raise_for_status()
+    answered = []
+    for detail in listing.json()["hitl_details"]:
+        ti = detail["task_instance"]
+        if ti.get("state") not in ("awaiting_input", "deferred"):
+            continue  # not waiting yet (or any more)
+        path = (
+            f"/api/v2/dags/{dag_id}/dagRuns/{ti['dag_run_id']}/taskInstances/{ti['task_id']}/"
+            f"{ti['map_index']}/hitlDetails"
+        )
+        client.patch(path, json={"chosen_options": [option], "params_input": {}}).raise_for_status()
+        answered.append(ti["task_id"])
+    return answered
 
 
 def dag_run_summary(env: dict[str, str], dag_id: str) -> tuple[str, int]:

@@ -47,3 +47,28 @@ def test_an_unknown_dag_id_lists_the_examples():
     files = {path.stem for path in (REPO / "example_dags").glob("example_*.py")}
     assert listed == files  # each example file holds the DAG of the same name
     assert "airflow db migrate" not in result.stdout  # nothing was started
+
+
+@pytest.mark.e2e
+def test_demo_runs_the_month_end_answering_the_approval_through_airflows_api():
+    pytest.importorskip("airflow.providers.standard.operators.hitl", reason="HITL needs Airflow 3.1+")
+    result = subprocess.run(
+        [sys.executable, str(DEMO), "example_m3ter_month_end"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    tail = result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == 0, tail
+    assert "the demo answers it itself" in result.stdout, tail
+    assert "==> the demo answered 'approval' with \"Approve\" through Airflow's REST API" in result.stdout, (
+        tail
+    )
+    assert "==> DAG run of example_m3ter_month_end: success" in result.stdout, tail
+    statements = re.findall(
+        r"^==> output: (\S*/statements/\S+\.(?:json|csv)) \(", result.stdout, re.MULTILINE
+    )
+    assert len(statements) == 6 and all(pathlib.Path(p).is_file() for p in statements), tail
+    assert "emulator-api-secret" not in result.stdout + result.stderr

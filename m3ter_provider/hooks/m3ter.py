@@ -545,3 +545,71 @@ class M3terHook(BaseHook):
         from m3ter_provider.core.usage_query import query_usage
 
         return query_usage(self.client, destination, **query)
+
+    # ---------------------------------------------------------------- month-end
+    @fails_fast
+    def sync_accounts(self, rows: Any, **kwargs: Any) -> dict[str, Any]:
+        """Create or update Accounts and attach AccountPlans so that m3ter matches ``rows`` (matched
+        by ``code``; a re-run writes nothing). See :func:`m3ter_provider.core.accounts.sync_accounts`
+        for the columns and ``dry_run``, ``rate``, ``max_failures``, ``report_path``."""
+        from m3ter_provider.core.accounts import sync_accounts
+
+        return sync_accounts(self.client, rows, **kwargs)
+
+    @fails_fast
+    def list_bills(self, **kwargs: Any) -> list[dict[str, Any]]:
+        """Bills of a bill job (``bill_job_id``) or with given ``bill_ids``, optionally one ``status``."""
+        from m3ter_provider.core.billing import list_bills
+
+        return list_bills(self.client, **kwargs)
+
+    @fails_fast
+    def approve_bills(self, bill_ids: Iterable[str]) -> dict[str, Any]:
+        """Approve the PENDING Bills among ``bill_ids``: ``{"approved", "already_approved", "locked"}``."""
+        from m3ter_provider.core.billing import approve_bills
+
+        return approve_bills(self.client, bill_ids)
+
+    @fails_fast
+    def approve_billing_period(
+        self, last_date_in_billing_period: Any, billing_frequency: str = "MONTHLY"
+    ) -> dict[str, Any]:
+        """Approve every PENDING Bill of the billing period ending ``last_date_in_billing_period``."""
+        from m3ter_provider.core.billing import approve_billing_period
+
+        return approve_billing_period(self.client, last_date_in_billing_period, billing_frequency)
+
+    @fails_fast
+    def lock_bills(self, bill_ids: Iterable[str]) -> dict[str, Any]:
+        """Lock the approved Bills among ``bill_ids`` (a PENDING one is an error).
+
+        :return: ``{"locked", "already_locked"}`` (ids).
+        """
+        from m3ter_provider.core.billing import lock_bills
+
+        return lock_bills(self.client, bill_ids)
+
+    @fails_fast
+    def start_recalculation(self, bill_ids: Iterable[str]) -> dict[str, Any]:
+        """Start a RECALCULATE bill job for unlocked Bills and return it (follow it as a ``"billjob"``)."""
+        from m3ter_provider.core.billing import start_recalculation
+
+        return start_recalculation(self.client, bill_ids)
+
+    @fails_fast
+    def start_statement_jobs(
+        self, bill_ids: Iterable[str], *, include_csv: bool = False
+    ) -> list[dict[str, Any]]:
+        """Start one statement job per Bill (by 10 with ``statementjobs/batch``) and return them."""
+        from m3ter_provider.core.statements import start_statement_jobs
+
+        return start_statement_jobs(self.client, bill_ids, include_csv=include_csv)
+
+    @fails_fast
+    def download_statements(
+        self, jobs: Iterable[Mapping[str, Any]], destination: Any, formats: Any = ("JSON",)
+    ) -> list[dict[str, Any]]:
+        """Download finished statement jobs' files as ``<destination>/<bill id>.<json|csv>``."""
+        from m3ter_provider.core.statements import download_statements
+
+        return download_statements(self.client, jobs, destination, formats)

@@ -35,6 +35,7 @@ BILL_JOB_ECHO = (*BILL_JOB_DATES, "billingFrequency", "billFrequencyInterval", "
 def register(router: Router, app: EmulatorApp) -> None:
     """Add the bill job, bill and statement job routes and their completion hooks."""
     router.add("POST", BILL_JOBS, partial(create_bill_job, app))
+    router.add("POST", f"{BILL_JOBS}/recalculate", partial(recalculate_bills, app))
     router.add("GET", BILL_JOBS, partial(list_bill_jobs, app))
     router.add("GET", f"{BILL_JOBS}/{{id}}", partial(get_bill_job, app))
     router.add("POST", f"{BILL_JOBS}/{{id}}/cancel", partial(cancel_bill_job, app))
@@ -43,10 +44,12 @@ def register(router: Router, app: EmulatorApp) -> None:
     router.add("GET", f"{BILLS}/{{id}}", partial(get_bill, app))
     router.add("DELETE", f"{BILLS}/{{id}}", partial(delete_bill, app))
     router.add("POST", STATEMENT_JOBS, partial(create_statement_job, app))
+    router.add("POST", f"{STATEMENT_JOBS}/batch", partial(create_statement_jobs, app))
     router.add("GET", STATEMENT_JOBS, partial(list_statement_jobs, app))
     router.add("GET", f"{STATEMENT_JOBS}/{{id}}", partial(get_statement_job, app))
     router.add("POST", f"{STATEMENT_JOBS}/{{id}}/cancel", partial(cancel_statement_job, app))
     app.settle_hooks["billjob"] = partial(finish_bill_job, app)
+    app.settle_hooks["statementjob"] = partial(finish_statement_job, app)
 
 
 # -- bill jobs --------------------------------------------------------------------------------
@@ -86,7 +89,7 @@ def bill_job_view(app: EmulatorApp, job: Job) -> dict:
     status = app.jobs.status(job)
     view = {"id": job.id, "version": job.result.get("version", 1), **job.request, "status": status}
     view["timezone"] = job.request.get("timezone", "UTC")
-    view["type"] = "CREATE"
+    view["type"] = job.result.get("type", "CREATE")
     view["total"] = len(job.result["targets"])
     view["pending"] = 0 if job.final else view["total"]
     if "billIds" in job.result:
@@ -113,9 +116,51 @@ def cancel_bill_job(app: EmulatorApp, req: Request) -> Response:
     return json_response(bill_job_view(app, job))
 
 
+def recalculate_bills(app: EmulatorApp, req: Request) -> Response:
+    """``POST /billjobs/recalculate`` ``{"billIds": [...]}`` (1 to 100): a RECALCULATE bill job; when it
+    completes, each bill's line items are computed again from the stored usage and the bill is back
+    to PENDING. 400 for an unknown bill or a locked one (nothing is started)."""
+    bill_ids = req.json_object().get("billIds")
+    if not isinstance(bill_ids, list) or not 1 <= len(bill_ids) <= 100:
+        raise ApiError(400, "billIds must be an array of 1 to 100 Bill ids")
+    for bill_id in bill_ids:
+        bill = app.store.find("bills", bill_id) if isinstance(bill_id, str) else None
+        if bill is None:
+            raise ApiError(400, f"billIds: no Bill with id {bill_id!r}")
+        if bill.get("locked"):
+            raise ApiError(400, f"Bill {bill_id} is locked: a locked Bill cannot be recalculated")
+    active = sum(1 for job in app.jobs.of_kind("billjob") if job.active)
+    if active >= MAX_ACTIVE_BILL_JOBS:
+        raise ApiError(
+            429, f"Too many BillJobs: {active} are already running (maximum {MAX_ACTIVE_BILL_JOBS})"
+        )
+    job = app.jobs.create("billjob", {})
+    job.result.update(type="RECALCULATE", targets=list(bill_ids), billIds=list(bill_ids))
+    app.jobs.advance()
+    return json_response(bill_job_view(app, job))
+
+
+def _recalculate(app: EmulatorApp, job: Job) -> None:
+    now = iso(utcnow())
+    for bill_id in job.result["targets"]:
+        bill = app.store.find("bills", bill_id)
+        if bill is None or bill.get("locked"):
+            continue
+        account = app.store.find("accounts", bill["accountId"]) or {"code": bill.get("accountCode")}
+        start, end = parse_date(bill["startDate"]), parse_date(bill["endDate"])
+        items = usage_line_items(app, account, start, end, bill["currency"]) if start and end else []
+        bill.update(lineItems=items, status="PENDING", lastCalculatedDate=now, dtLastModified=now)
+        bill["statementStale"] = bool(bill.get("jsonStatementGenerated") or bill.get("csvStatementGenerated"))
+        bill["version"] = bill.get("version", 1) + 1
+
+
 def finish_bill_job(app: EmulatorApp, job: Job) -> None:
-    """On COMPLETE: one bill per target account still present, each carrying ``billJobId``."""
+    """On COMPLETE: one bill per target account still present, each carrying ``billJobId`` (a
+    RECALCULATE job instead computes its bills again)."""
     if job.final != job.timeline.done:
+        return
+    if job.result.get("type") == "RECALCULATE":
+        _recalculate(app, job)
         return
     job.result["billIds"] = []
     for account_id in job.result["targets"]:
@@ -222,7 +267,27 @@ def create_statement_job(app: EmulatorApp, req: Request) -> Response:
     bill_id = body.get("billId")
     if not isinstance(bill_id, str) or not bill_id:
         raise ApiError(400, "billId is required")
-    if app.store.find("bills", bill_id) is None:
+    request = _statement_request(app, body, bill_id)
+    job = app.jobs.create("statementjob", request)
+    app.jobs.advance()
+    return json_response(statement_job_view(app, job))
+
+
+def create_statement_jobs(app: EmulatorApp, req: Request) -> Response:
+    """``POST /statementjobs/batch`` ``{"billIds": [...]}`` (1 to 10): one statement job per bill,
+    answered as an array; 400 for an unknown bill (nothing is started)."""
+    body = req.json_object()
+    bill_ids = body.get("billIds")
+    if not isinstance(bill_ids, list) or not 1 <= len(bill_ids) <= 10:
+        raise ApiError(400, "billIds must be an array of 1 to 10 Bill ids")
+    requests = [_statement_request(app, body, bill_id) for bill_id in bill_ids]
+    created = [app.jobs.create("statementjob", request) for request in requests]
+    app.jobs.advance()
+    return json_response([statement_job_view(app, job) for job in created])
+
+
+def _statement_request(app: EmulatorApp, body: dict, bill_id: object) -> dict:
+    if not isinstance(bill_id, str) or app.store.find("bills", bill_id) is None:
         raise ApiError(400, f"billId: no Bill with id {bill_id!r}")
     include_csv = body.get("includeCsvFormat", False)
     if not isinstance(include_csv, bool):
@@ -230,9 +295,17 @@ def create_statement_job(app: EmulatorApp, req: Request) -> Response:
     request = {"billId": bill_id, "includeCsvFormat": include_csv}
     if body.get("filters") is not None:
         request["filters"] = body["filters"]
-    job = app.jobs.create("statementjob", request)
-    app.jobs.advance()
-    return json_response(statement_job_view(app, job))
+    return request
+
+
+def finish_statement_job(app: EmulatorApp, job: Job) -> None:
+    """On COMPLETE: the bill records that its statements were generated (and are current)."""
+    bill = app.store.find("bills", job.request["billId"])
+    if job.final != job.timeline.done or bill is None:
+        return
+    bill["jsonStatementGenerated"] = True
+    bill["csvStatementGenerated"] = bill.get("csvStatementGenerated") or job.request["includeCsvFormat"]
+    bill["statementStale"] = False
 
 
 def statement_job_view(app: EmulatorApp, job: Job) -> dict:

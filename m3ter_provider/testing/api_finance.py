@@ -160,30 +160,45 @@ def bills_in_period(app: EmulatorApp, req: Request) -> Response:
     return json_response(paginate(_in_period(app, req), req.query, 100))
 
 
-def _approve(app: EmulatorApp, bills: list[dict]) -> Response:
+def _approve(app: EmulatorApp, bills: list[dict], *, skip_others: bool) -> Response:
+    """Approve PENDING bills: a locked one is refused (400); one not PENDING is refused when named
+    explicitly, skipped when the call approves a whole billing period."""
     now = iso(utcnow())
     for bill in bills:
         if bill.get("locked"):
             raise ApiError(400, f"Bill {bill['id']} is locked: it cannot be approved")
-    for bill in bills:
+        if bill.get("status") != "PENDING" and not skip_others:
+            raise ApiError(
+                400, f"Bill {bill['id']} is {bill.get('status')}: only a PENDING Bill can be approved"
+            )
+    pending = [bill for bill in bills if bill.get("status") == "PENDING"]
+    for bill in pending:
         bill.update(status="APPROVED", dtApproved=now, approvedBy=app.actor, dtLastModified=now)
         bill["version"] = bill.get("version", 1) + 1
-    return json_response({"message": f"{len(bills)} Bills approved"})
+    return json_response({"message": f"{len(pending)} Bills approved"})
 
 
 def approve_period(app: EmulatorApp, req: Request) -> Response:
-    """``POST /bills/billingperiod/{lastDateInBillingPeriod}/{billingFrequency}/approve``."""
-    return _approve(app, [bill for _, bill in _in_period(app, req)])
+    """``POST /bills/billingperiod/{lastDateInBillingPeriod}/{billingFrequency}/approve``: every
+    PENDING, unlocked bill of the period (an APPROVED one is left as it is)."""
+    bills = [bill for _, bill in _in_period(app, req) if not bill.get("locked")]
+    return _approve(app, bills, skip_others=True)
 
 
 def approve_bills(app: EmulatorApp, req: Request) -> Response:
-    """``POST /bills/approve`` ``{"billIds": [...]}``: 404 naming an unknown bill, nothing approved."""
-    return _approve(app, [_bill(app, bill_id) for bill_id in req.json_object()["billIds"]])
+    """``POST /bills/approve`` ``{"billIds": [...]}``: 404 naming an unknown bill, 400 a locked or not
+    PENDING one; then nothing is approved."""
+    return _approve(app, [_bill(app, bill_id) for bill_id in req.json_object()["billIds"]], skip_others=False)
 
 
 def lock_bill(app: EmulatorApp, req: Request) -> Response:
-    """``PUT /bills/{id}/lock``: a locked bill is not recalculated and cannot change status."""
+    """``PUT /bills/{id}/lock``: only an APPROVED bill (400 for a PENDING one, as the spec says); a
+    locked bill is answered unchanged. A locked bill is not recalculated and cannot change status."""
     bill = _bill(app, req.params["id"])
+    if bill.get("locked"):
+        return json_response(copy.deepcopy(bill))
+    if bill.get("status") != "APPROVED":
+        raise ApiError(400, f"Bill {bill['id']} is {bill.get('status')}: approve it before locking it")
     now = iso(utcnow())
     bill.update(locked=True, dtLocked=now, lockedBy=app.actor, dtLastModified=now)
     bill["version"] = bill.get("version", 1) + 1

@@ -45,13 +45,16 @@ class SqlToM3terMeasurementsOperator(M3terHookMixin, BaseOperator):
     :param column_mapping: ``{column: field}``, e.g. ``{"customer": "account", "calls": "measure.calls"}``.
     :param fetch_size: rows fetched at once (default 10,000).
     :param sql_hook_params: extra arguments for the database hook (``BaseHook.get_hook(hook_params=)``).
+    :param uid_namespace: the namespace the uids are derived from; by default the task instance's
+        (dag id, task id, run id, map index). Give one that names the data instead (e.g. the month
+        loaded) when another run may load the same rows again: they then keep their uids. (templated)
     :param concurrency: measurement batches in flight at once (1 to 10).
     :param check_ingest_failures: ``"off"`` (default), ``"warn"`` or ``"fail"`` (see the submit operator).
     :param ingest_failures_wait: seconds to keep reading ingest failures.
     :param m3ter_conn_id: the m3ter connection id.
     """
 
-    template_fields: Sequence[str] = ("sql", "parameters")
+    template_fields: Sequence[str] = ("sql", "parameters", "uid_namespace")
     template_ext: Sequence[str] = (".sql",)
     template_fields_renderers = {"sql": "sql", "parameters": "json"}
     operator_extra_links = (M3terConsoleLink(),)
@@ -65,6 +68,7 @@ class SqlToM3terMeasurementsOperator(M3terHookMixin, BaseOperator):
         column_mapping: Mapping[str, str] | None = None,
         fetch_size: int = DEFAULT_FETCH_SIZE,
         sql_hook_params: dict[str, Any] | None = None,
+        uid_namespace: str | None = None,
         concurrency: int = DEFAULT_INGEST_CONCURRENCY,
         check_ingest_failures: str = "off",
         ingest_failures_wait: float = 60.0,
@@ -87,6 +91,7 @@ class SqlToM3terMeasurementsOperator(M3terHookMixin, BaseOperator):
         self.column_mapping = dict(column_mapping or {})
         self.fetch_size = fetch_size
         self.sql_hook_params = dict(sql_hook_params or {})
+        self.uid_namespace = uid_namespace
         self.concurrency = concurrency
         self.check_ingest_failures = check_mode(check_ingest_failures)
         self.ingest_failures_wait = check_wait(ingest_failures_wait)
@@ -117,7 +122,7 @@ class SqlToM3terMeasurementsOperator(M3terHookMixin, BaseOperator):
             persist_console_link(context, self.hook.console_url)
             summary = self.hook.submit_measurements(
                 rows,
-                uid_namespace=task_uid_namespace(context),
+                uid_namespace=self.uid_namespace or task_uid_namespace(context),
                 concurrency=self.concurrency,
                 check_ingest_failures=self.check_ingest_failures,
                 ingest_failures_wait=self.ingest_failures_wait,

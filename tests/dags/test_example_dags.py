@@ -24,6 +24,7 @@ EXAMPLE_DAG_IDS = {
     "example_m3ter_daily_usage",  # the README's operators example, run by tests/test_readme.py
     "example_m3ter_mapped_ingest",
     "example_m3ter_warehouse",
+    "example_m3ter_month_end",  # run end to end by tests/dags/test_example_month_end.py
 }
 #: example DAGs with a schedule (the rest are schedule=None)
 SCHEDULED = {"example_m3ter_daily_usage": "CronDataIntervalTimetable"}

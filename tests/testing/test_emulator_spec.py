@@ -344,9 +344,19 @@ def _run_finance_scenario(emu: M3terEmulator, api: Api) -> None:
     assert [b["id"] for b in api.get(period).json()["data"]] == [bill["id"]]
     assert api.post(f"{period}/approve").json()["message"]
     assert api.get(f"bills/{bill['id']}").json()["status"] == "APPROVED"
-    assert api.post("bills/approve", json={"billIds": [bill["id"]]}).status_code == 200
+    assert api.post("bills/approve", json={"billIds": [bill["id"]]}).status_code == 400  # not PENDING
     assert api.put(f"bills/{bill['id']}/status", json={"status": "PENDING"}).json()["status"] == "PENDING"
+    assert api.put(f"bills/{bill['id']}/lock").status_code == 400  # only an APPROVED bill is locked
+    recalc = api.post("billjobs/recalculate", json={"billIds": [bill["id"]]}).json()
+    assert (recalc["type"], recalc["billIds"]) == ("RECALCULATE", [bill["id"]])
+    assert api.post("billjobs/recalculate", json={"billIds": [ID36]}).status_code == 400
+    assert api.post("bills/approve", json={"billIds": [bill["id"]]}).status_code == 200
     assert api.put(f"bills/{bill['id']}/lock").json()["locked"] is True
+    assert api.put(f"bills/{bill['id']}/lock").json()["locked"] is True  # locked already: unchanged
+    assert api.post("billjobs/recalculate", json={"billIds": [bill["id"]]}).status_code == 400
+    batch = api.post("statementjobs/batch", json={"billIds": [bill["id"]], "includeCsvFormat": True}).json()
+    assert [job["billId"] for job in batch] == [bill["id"]]
+    assert api.post("statementjobs/batch", json={"billIds": [ID36]}).status_code == 400
     assert api.put(f"bills/{bill['id']}/status", json={"status": "APPROVED"}).status_code == 400
     # usage queries
     query = {"startDate": "2024-05-01T00:00:00Z", "endDate": "2024-06-01T00:00:00Z",
