@@ -22,7 +22,6 @@ ORG = "/organizations/{orgId}"
 BILL_JOBS = f"{ORG}/billjobs"
 BILLS = f"{ORG}/bills"
 STATEMENT_JOBS = f"{ORG}/statementjobs"
-MAX_ACTIVE_BILL_JOBS = 10
 BILLING_FREQUENCIES = ("DAILY", "WEEKLY", "MONTHLY", "ANNUALLY", "AD_HOC")
 BILL_JOB_DATES = (
     "lastDateInBillingPeriod", "billDate", "externalInvoiceDate", "dueDate",
@@ -70,10 +69,10 @@ def create_bill_job(app: EmulatorApp, req: Request) -> Response:
         if unknown:
             raise ApiError(400, f"accountIds: unknown Account ids {unknown}")
     active = sum(1 for job in app.jobs.of_kind("billjob") if job.active)
-    if active >= MAX_ACTIVE_BILL_JOBS:
-        raise ApiError(
-            429, f"Too many BillJobs: {active} are already running (maximum {MAX_ACTIVE_BILL_JOBS})"
-        )
+    refusal = app.limiter.refuse_bill_job(active, app.jobs.job_duration)
+    if refusal is not None:
+        app.stats.count_rate_limited(f"POST {BILL_JOBS}", req.client, refusal.limit)
+        raise ApiError(429, refusal.message, refusal.headers(app.limiter.limits.retry_after))
     request = {k: body[k] for k in (*BILL_JOB_ECHO, "timezone") if body.get(k) is not None}
     job = app.jobs.create("billjob", request)
     job.result["targets"] = list(account_ids or (a["id"] for a in app.store.all("accounts")))

@@ -13,13 +13,14 @@ from .common import ApiError
 
 @dataclass
 class Request:
-    """One HTTP request as the handlers see it."""
+    """One HTTP request as the handlers see it (``client``: the source IP address)."""
 
     method: str
     path: str
     query: dict[str, list[str]]
     headers: Mapping[str, str]
     body: bytes = b""
+    client: str = ""
     params: dict[str, str] = field(default_factory=dict)
     _parsed: Any = field(default=None, init=False, repr=False)
     _parse_error: ApiError | None = field(default=None, init=False, repr=False)
