@@ -152,7 +152,10 @@ class Router:
         for _, route, params in candidates:
             if route.method == method:
                 return route, params
-        allowed = sorted({c[1].method for c in candidates})
+        allowed = {c[1].method for c in candidates}
+        if "GET" in allowed:
+            allowed.add("HEAD")  # the server answers HEAD wherever it answers GET
+        allowed = sorted(allowed)
         raise ApiError(405, f"Method {method} not allowed on {path}", {"Allow": ", ".join(allowed)})
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import http
 import json
 import socket
 import sys
@@ -31,7 +32,23 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self._serve()
 
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_GET  # unserved methods: JSON 405
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_GET
+
+    def __getattr__(self, name: str) -> Any:
+        """Any other method (``QUERY``, ``PROPFIND``, a made-up verb) is routed too: a JSON 405 with
+        ``Allow`` (or 404) instead of http.server's HTML 501."""
+        if name.startswith("do_"):
+            return self._serve
+        raise AttributeError(name)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own errors (malformed request line, header too long) as m3ter's JSON."""
+        self.close_connection = True
+        try:
+            phrase = http.HTTPStatus(code).phrase
+        except ValueError:
+            phrase = "Error"
+        self._write(error_response(code, message or phrase), head=self.command == "HEAD")
 
     def do_HEAD(self) -> None:
         """HEAD answers what GET would (status, headers, Content-Length) without the body."""
