@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from . import files
 from .common import ApiError, iso, new_id, parse_date, parse_datetime, utcnow
+from .events import BILL_CREATED, BILL_DELETED, BILL_JOB_UPDATED, STATEMENT_JOB_UPDATED
 from .jobs import Job
 from .relations import predicate_filter
 from .routing import Request, Response, Router, json_response
@@ -46,6 +47,7 @@ def register(router: Router, app: EmulatorApp) -> None:
     router.add("GET", f"{STATEMENT_JOBS}/{{id}}", partial(get_statement_job, app))
     router.add("POST", f"{STATEMENT_JOBS}/{{id}}/cancel", partial(cancel_statement_job, app))
     app.settle_hooks["billjob"] = partial(finish_bill_job, app)
+    app.settle_hooks["statementjob"] = partial(finish_statement_job, app)
 
 
 # -- bill jobs --------------------------------------------------------------------------------
@@ -107,21 +109,28 @@ def list_bill_jobs(app: EmulatorApp, req: Request) -> Response:
 def cancel_bill_job(app: EmulatorApp, req: Request) -> Response:
     """``POST /billjobs/{id}/cancel``: a running job becomes CANCELLED (400 once finished)."""
     job = app.jobs.get("billjob", req.params["id"], "BillJob")
+    old = bill_job_view(app, job)
     app.jobs.cancel(job)
     job.result["version"] = job.result.get("version", 1) + 1
-    return json_response(bill_job_view(app, job))
+    view = bill_job_view(app, job)
+    app.events.record_change(BILL_JOB_UPDATED, view, old)
+    return json_response(view)
 
 
 def finish_bill_job(app: EmulatorApp, job: Job) -> None:
-    """On COMPLETE: one bill per target account still present, each carrying ``billJobId``."""
-    if job.final != job.timeline.done:
-        return
-    job.result["billIds"] = []
-    for account_id in job.result["targets"]:
-        account = app.store.find("accounts", account_id)
-        if account is not None:
-            bill = app.store.insert("bills", _new_bill(app, job, account))
-            job.result["billIds"].append(bill["id"])
+    """On COMPLETE: one bill per target account still present, each carrying ``billJobId``, each with a
+    ``billing.bill.created`` Event; then the job's ``billing.billjob.updated`` Event."""
+    old = {**bill_job_view(app, job), "status": job.timeline.running[-1]}
+    old["pending"] = old["total"]
+    if job.final == job.timeline.done:
+        job.result["billIds"] = []
+        for account_id in job.result["targets"]:
+            account = app.store.find("accounts", account_id)
+            if account is not None:
+                bill = app.store.insert("bills", _new_bill(app, job, account))
+                job.result["billIds"].append(bill["id"])
+                app.events.record_change(BILL_CREATED, bill, account_id=account_id)
+    app.events.record_change(BILL_JOB_UPDATED, bill_job_view(app, job), old)
 
 
 def _new_bill(app: EmulatorApp, job: Job, account: dict) -> dict:
@@ -210,8 +219,10 @@ def get_bill(app: EmulatorApp, req: Request) -> Response:
 
 
 def delete_bill(app: EmulatorApp, req: Request) -> Response:
-    """``DELETE /bills/{id}``."""
-    return json_response(app.store.delete("bills", req.params["id"]))
+    """``DELETE /bills/{id}`` (a ``billing.bill.deleted`` Event)."""
+    bill = app.store.delete("bills", req.params["id"])
+    app.events.record_change(BILL_DELETED, None, bill, account_id=bill.get("accountId"))
+    return json_response(bill)
 
 
 # -- statement jobs ---------------------------------------------------------------------------
@@ -280,9 +291,22 @@ def list_statement_jobs(app: EmulatorApp, req: Request) -> Response:
 def cancel_statement_job(app: EmulatorApp, req: Request) -> Response:
     """``POST /statementjobs/{id}/cancel``."""
     job = app.jobs.get("statementjob", req.params["id"], "StatementJob")
+    old = _statement_job_dto(app, job)
     app.jobs.cancel(job)
     job.result["version"] = job.result.get("version", 1) + 1
+    app.events.record_change(STATEMENT_JOB_UPDATED, _statement_job_dto(app, job), old)
     return json_response(statement_job_view(app, job))
+
+
+def finish_statement_job(app: EmulatorApp, job: Job) -> None:
+    """A ``billing.statementjob.updated`` Event when the job finishes (COMPLETE or FAILED)."""
+    old = {**_statement_job_dto(app, job), "statementJobStatus": job.timeline.running[-1]}
+    app.events.record_change(STATEMENT_JOB_UPDATED, _statement_job_dto(app, job), old)
+
+
+def _statement_job_dto(app: EmulatorApp, job: Job) -> dict:
+    """The statement job in an Event: without its short-lived presigned URLs."""
+    return {k: v for k, v in statement_job_view(app, job).items() if not k.startswith("presigned")}
 
 
 # -- helpers ----------------------------------------------------------------------------------
