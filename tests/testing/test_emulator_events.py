@@ -160,7 +160,7 @@ def test_events_page_newest_first(api: Api) -> None:
 def test_event_filters_follow_the_spec(api: Api) -> None:
     _accounts(api, "acme")
     _bill_job(api)
-    (newest, oldest) = _events(api)
+    (_newest, oldest) = _events(api)
     assert [e["id"] for e in _events(api, ids=f"{oldest['id']},nope")] == [oldest["id"]]
     refused = api.get("events", params={"ids": oldest["id"], "eventName": "billing.bill.created"})
     assert refused.status_code == 400 and "ids cannot be used with other filters" in refused.json()["message"]
