@@ -296,3 +296,13 @@ def test_the_command_serves_with_the_limits_it_was_given() -> None:
         process.terminate()
         assert process.wait(timeout=10) == 0
         process.stdout.close()
+
+
+# -- the pytest plugin ---------------------------------------------------------------------------
+def test_the_plugin_fixture_enforces_the_limits_by_default(m3ter_emulator: M3terEmulator) -> None:
+    assert m3ter_emulator.limits == RateLimits()
+
+
+@pytest.mark.m3ter_emulator(limits=False, retry_after=True)
+def test_the_plugin_fixture_takes_emulator_arguments_from_a_marker(m3ter_emulator: M3terEmulator) -> None:
+    assert m3ter_emulator.limits.enabled is False and m3ter_emulator.limits.retry_after is True
