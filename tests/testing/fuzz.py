@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 import warnings
@@ -185,10 +186,15 @@ def seed_entities(emu: M3terEmulator, session: requests.Session) -> dict[str, st
 
 
 def python_patterns(node: object) -> object:
-    """The spec with its Java-syntax patterns translated (in place); see ``JAVA_PATTERNS``."""
+    """The spec with its Java-syntax patterns translated (see ``JAVA_PATTERNS``) and every pattern
+    anchored (in place): m3ter's Java checks a whole value (``HOUR|DAY|MINUTE`` refuses "xxDAYxx"),
+    where JSON Schema would search in it."""
     if isinstance(node, dict):
-        if isinstance(node.get("pattern"), str) and node["pattern"] in JAVA_PATTERNS:
-            node["pattern"] = JAVA_PATTERNS[node["pattern"]]
+        if isinstance(node.get("pattern"), str):
+            pattern = JAVA_PATTERNS.get(node["pattern"], node["pattern"])
+            node["pattern"] = (
+                pattern if pattern.startswith("^") and pattern.endswith("$") else f"^(?:{pattern})$"
+            )
         for value in node.values():
             python_patterns(value)
     elif isinstance(node, list):
@@ -198,21 +204,35 @@ def python_patterns(node: object) -> object:
 
 
 def refusable(case) -> bool:
-    """False for a negative case whose only invalid part is a query parameter that any text satisfies
-    once sent (a string, or an array of strings: ``?productId=-2.79e-259`` is a valid productId)."""
+    """False for a negative case whose only invalid parts are query parameters nothing can refuse once
+    sent: a string, or an array of strings (``?productId=-2.79e-259`` is a valid productId), or an
+    empty value where the spec says ``allowEmptyValue`` (``?status=`` means no status filter)."""
     data = case.meta.phase.data
-    name = getattr(data, "parameter", None)
     negated = [
-        str(getattr(loc, "value", loc))
-        for loc, info in case.meta.components.items()
+        str(getattr(location, "value", location))
+        for location, info in case.meta.components.items()
         if not info.mode.is_positive
     ]
     if negated != ["query"]:
         return True
-    params = [p for p in case.operation.definition.raw.get("parameters", []) if p.get("in") == "query"]
-    if name is not None:
-        params = [p for p in params if p.get("name") == name]
-    return not all(_stringly(p.get("schema", {})) for p in params)
+    names = (
+        [data.parameter]
+        if getattr(data, "parameter", None)
+        else re.findall(r"`([^`]+)`", data.description or "")
+    )
+    params = {
+        p.get("name"): p
+        for p in case.operation.definition.raw.get("parameters", [])
+        if p.get("in") == "query"
+    }
+    if not names or any(name not in params for name in names):
+        return True
+    query = case.query or {}
+    return not all(
+        _stringly(params[name].get("schema", {}))
+        or (params[name].get("allowEmptyValue") and query.get(name) in (None, "", [], [""]))
+        for name in names
+    )
 
 
 def _stringly(schema: dict) -> bool:
@@ -254,15 +274,22 @@ def _record(figures: Figures, case, response) -> None:
             case.validate_response(response, checks=[response_schema_conformance])
             figures.schema_valid += 1
         except FailureGroup as error:  # schemathesis raises a FailureGroup naming the mismatch
-            figures.failures.append(f"{label}: response does not match the spec: {str(error)[:400]}")
+            figures.failures.append(f"{label}: response does not match the spec: {_brief(error)}")
     if negative:
         try:
             case.validate_response(response, checks=[negative_data_rejection])
             figures.negative_refused += 1
         except FailureGroup as error:
             figures.failures.append(
-                f"{label}: invalid request accepted ({response.status_code}): {str(error)[:400]}"
+                f"{label}: invalid request accepted ({response.status_code}): {_brief(error)}"
             )
+
+
+def _brief(error: BaseException) -> str:
+    """A schemathesis failure in a few lines: what failed, and the curl line that reproduces it."""
+    text = str(error)
+    curl = re.search(r"curl .*", text)
+    return f"{text[:300]} ... {curl.group(0) if curl else ''}"
 
 
 def _json(response) -> object:
