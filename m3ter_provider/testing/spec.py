@@ -273,7 +273,7 @@ def clean_query(query: dict[str, list[str]], op: dict) -> None:
     """Check the query parameters the operation declares (types, ranges, enums); 400 naming one."""
     for name, param in query_parameters(op).items():
         raw = query.get(name)
-        if not raw or raw[-1] == "":
+        if not raw or all(value == "" for value in raw):
             continue
         schema = resolve(param.get("schema", {}))
         if schema.get("type") == "array":
@@ -281,8 +281,10 @@ def clean_query(query: dict[str, list[str]], op: dict) -> None:
             items = resolve(schema.get("items", {}))
             for part in parts:
                 clean(_coerce(part, items, name), items, name)
-        else:
-            clean(_coerce(raw[-1], schema, name), schema, name)
+        else:  # every value given, as a repeated parameter's first value may be the one m3ter reads
+            for value in raw:
+                if value != "":
+                    clean(_coerce(value, schema, name), schema, name)
 
 
 def _coerce(text: str, schema: dict, name: str) -> Any:

@@ -225,9 +225,10 @@ def refusable(case) -> bool:
         for p in case.operation.definition.raw.get("parameters", [])
         if p.get("in") == "query"
     }
+    query = case.query or {}
+    names = names or list(query)  # not said which: every parameter sent
     if not names or any(name not in params for name in names):
         return True
-    query = case.query or {}
     return not all(
         _stringly(params[name].get("schema", {}))
         or (params[name].get("allowEmptyValue") and query.get(name) in (None, "", [], [""]))

@@ -112,3 +112,9 @@ def test_an_email_field_must_hold_an_address(api: Api, email: str) -> None:
 @pytest.mark.parametrize("email", ["billing@acme.test", "first.last+tag@sub.example.co.uk", "a@localhost"])
 def test_an_email_address_is_accepted(api: Api, email: str) -> None:
     assert api.post("accounts", json={**ACCOUNT, "emailAddress": email}).status_code == 200
+
+
+def test_every_value_of_a_repeated_query_parameter_is_checked(api: Api) -> None:
+    refused = api.get("accounts", params=[("pageSize", "lots"), ("pageSize", "")])
+    assert refused.status_code == 400 and refused.json()["message"].startswith("pageSize")
+    assert api.get("accounts", params=[("pageSize", "5"), ("pageSize", "")]).status_code == 200
