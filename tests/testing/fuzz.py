@@ -226,8 +226,9 @@ def refusable(case) -> bool:
         if p.get("in") == "query"
     }
     query = case.query or {}
-    names = names or list(query)  # not said which: every parameter sent
-    if not names or any(name not in params for name in names):
+    # the parameters named (a description may also quote other words), else every parameter sent
+    names = [name for name in names if name in params] or [name for name in query if name in params]
+    if not names:
         return True
     return not all(
         _stringly(params[name].get("schema", {}))
