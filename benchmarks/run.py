@@ -35,11 +35,15 @@ ROUTES = (
 
 
 class EmulatorProcess:
-    """``python -m m3ter_provider.testing`` in a child process, driven over its /_emulator routes."""
+    """``python -m m3ter_provider.testing`` in a child process, driven over its /_emulator routes.
+
+    With ``--no-limits``: the benchmarks measure the client's own speed, which m3ter's rate limits
+    (on by default in the emulator) would cap at 50 requests/s.
+    """
 
     def __enter__(self) -> EmulatorProcess:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "m3ter_provider.testing", "--port", "0"],
+            [sys.executable, "-m", "m3ter_provider.testing", "--port", "0", "--no-limits"],
             stdout=subprocess.PIPE,
             text=True,
         )

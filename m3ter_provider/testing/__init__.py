@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from .limits import RateLimits
 from .server import M3terEmulator
 
-__all__ = ["M3terEmulator"]
+__all__ = ["M3terEmulator", "RateLimits"]

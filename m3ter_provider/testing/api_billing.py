@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from datetime import date, datetime, time, timedelta, timezone
 from functools import partial
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from . import files
 from .common import ApiError, iso, new_id, parse_date, parse_datetime, utcnow
+from .events import BILL_CREATED, BILL_DELETED, BILL_JOB_UPDATED, BILL_UPDATED, STATEMENT_JOB_UPDATED
 from .jobs import Job
 from .relations import predicate_filter
 from .routing import Request, Response, Router, json_response
@@ -22,7 +24,6 @@ ORG = "/organizations/{orgId}"
 BILL_JOBS = f"{ORG}/billjobs"
 BILLS = f"{ORG}/bills"
 STATEMENT_JOBS = f"{ORG}/statementjobs"
-MAX_ACTIVE_BILL_JOBS = 10
 BILLING_FREQUENCIES = ("DAILY", "WEEKLY", "MONTHLY", "ANNUALLY", "AD_HOC")
 BILL_JOB_DATES = (
     "lastDateInBillingPeriod", "billDate", "externalInvoiceDate", "dueDate",
@@ -73,10 +74,10 @@ def create_bill_job(app: EmulatorApp, req: Request) -> Response:
         if unknown:
             raise ApiError(400, f"accountIds: unknown Account ids {unknown}")
     active = sum(1 for job in app.jobs.of_kind("billjob") if job.active)
-    if active >= MAX_ACTIVE_BILL_JOBS:
-        raise ApiError(
-            429, f"Too many BillJobs: {active} are already running (maximum {MAX_ACTIVE_BILL_JOBS})"
-        )
+    refusal = app.limiter.refuse_bill_job(active, app.jobs.job_duration)
+    if refusal is not None:
+        app.stats.count_rate_limited(f"POST {BILL_JOBS}", req.client, refusal.limit)
+        raise ApiError(429, refusal.message, refusal.headers(app.limiter.limits.retry_after))
     request = {k: body[k] for k in (*BILL_JOB_ECHO, "timezone") if body.get(k) is not None}
     job = app.jobs.create("billjob", request)
     job.result["targets"] = list(account_ids or (a["id"] for a in app.store.all("accounts")))
@@ -111,9 +112,12 @@ def list_bill_jobs(app: EmulatorApp, req: Request) -> Response:
 def cancel_bill_job(app: EmulatorApp, req: Request) -> Response:
     """``POST /billjobs/{id}/cancel``: a running job becomes CANCELLED (400 once finished)."""
     job = app.jobs.get("billjob", req.params["id"], "BillJob")
+    old = bill_job_view(app, job)
     app.jobs.cancel(job)
     job.result["version"] = job.result.get("version", 1) + 1
-    return json_response(bill_job_view(app, job))
+    view = bill_job_view(app, job)
+    app.events.record_change(BILL_JOB_UPDATED, view, old)
+    return json_response(view)
 
 
 def recalculate_bills(app: EmulatorApp, req: Request) -> Response:
@@ -130,10 +134,10 @@ def recalculate_bills(app: EmulatorApp, req: Request) -> Response:
         if bill.get("locked"):
             raise ApiError(400, f"Bill {bill_id} is locked: a locked Bill cannot be recalculated")
     active = sum(1 for job in app.jobs.of_kind("billjob") if job.active)
-    if active >= MAX_ACTIVE_BILL_JOBS:
-        raise ApiError(
-            429, f"Too many BillJobs: {active} are already running (maximum {MAX_ACTIVE_BILL_JOBS})"
-        )
+    refusal = app.limiter.refuse_bill_job(active, app.jobs.job_duration)
+    if refusal is not None:
+        app.stats.count_rate_limited(f"POST {BILL_JOBS}/recalculate", req.client, refusal.limit)
+        raise ApiError(429, refusal.message, refusal.headers(app.limiter.limits.retry_after))
     job = app.jobs.create("billjob", {})
     job.result.update(type="RECALCULATE", targets=list(bill_ids), billIds=list(bill_ids))
     app.jobs.advance()
@@ -149,25 +153,30 @@ def _recalculate(app: EmulatorApp, job: Job) -> None:
         account = app.store.find("accounts", bill["accountId"]) or {"code": bill.get("accountCode")}
         start, end = parse_date(bill["startDate"]), parse_date(bill["endDate"])
         items = usage_line_items(app, account, start, end, bill["currency"]) if start and end else []
+        before = copy.deepcopy(bill)
         bill.update(lineItems=items, status="PENDING", lastCalculatedDate=now, dtLastModified=now)
         bill["statementStale"] = bool(bill.get("jsonStatementGenerated") or bill.get("csvStatementGenerated"))
         bill["version"] = bill.get("version", 1) + 1
+        app.events.record_change(BILL_UPDATED, bill, before, account_id=bill.get("accountId"))
 
 
 def finish_bill_job(app: EmulatorApp, job: Job) -> None:
-    """On COMPLETE: one bill per target account still present, each carrying ``billJobId`` (a
-    RECALCULATE job instead computes its bills again)."""
-    if job.final != job.timeline.done:
-        return
-    if job.result.get("type") == "RECALCULATE":
+    """On COMPLETE: one bill per target account still present, each carrying ``billJobId``, each with a
+    ``billing.bill.created`` Event (a RECALCULATE job instead computes its bills again); then the job's
+    ``billing.billjob.updated`` Event."""
+    old = {**bill_job_view(app, job), "status": job.timeline.running[-1]}
+    old["pending"] = old["total"]
+    if job.final == job.timeline.done and job.result.get("type") == "RECALCULATE":
         _recalculate(app, job)
-        return
-    job.result["billIds"] = []
-    for account_id in job.result["targets"]:
-        account = app.store.find("accounts", account_id)
-        if account is not None:
-            bill = app.store.insert("bills", _new_bill(app, job, account))
-            job.result["billIds"].append(bill["id"])
+    elif job.final == job.timeline.done:
+        job.result["billIds"] = []
+        for account_id in job.result["targets"]:
+            account = app.store.find("accounts", account_id)
+            if account is not None:
+                bill = app.store.insert("bills", _new_bill(app, job, account))
+                job.result["billIds"].append(bill["id"])
+                app.events.record_change(BILL_CREATED, bill, account_id=account_id)
+    app.events.record_change(BILL_JOB_UPDATED, bill_job_view(app, job), old)
 
 
 def _new_bill(app: EmulatorApp, job: Job, account: dict) -> dict:
@@ -256,8 +265,10 @@ def get_bill(app: EmulatorApp, req: Request) -> Response:
 
 
 def delete_bill(app: EmulatorApp, req: Request) -> Response:
-    """``DELETE /bills/{id}``."""
-    return json_response(app.store.delete("bills", req.params["id"]))
+    """``DELETE /bills/{id}`` (a ``billing.bill.deleted`` Event)."""
+    bill = app.store.delete("bills", req.params["id"])
+    app.events.record_change(BILL_DELETED, None, bill, account_id=bill.get("accountId"))
+    return json_response(bill)
 
 
 # -- statement jobs ---------------------------------------------------------------------------
@@ -296,16 +307,6 @@ def _statement_request(app: EmulatorApp, body: dict, bill_id: object) -> dict:
     if body.get("filters") is not None:
         request["filters"] = body["filters"]
     return request
-
-
-def finish_statement_job(app: EmulatorApp, job: Job) -> None:
-    """On COMPLETE: the bill records that its statements were generated (and are current)."""
-    bill = app.store.find("bills", job.request["billId"])
-    if job.final != job.timeline.done or bill is None:
-        return
-    bill["jsonStatementGenerated"] = True
-    bill["csvStatementGenerated"] = bill.get("csvStatementGenerated") or job.request["includeCsvFormat"]
-    bill["statementStale"] = False
 
 
 def statement_job_view(app: EmulatorApp, job: Job) -> dict:
@@ -354,9 +355,28 @@ def list_statement_jobs(app: EmulatorApp, req: Request) -> Response:
 def cancel_statement_job(app: EmulatorApp, req: Request) -> Response:
     """``POST /statementjobs/{id}/cancel``."""
     job = app.jobs.get("statementjob", req.params["id"], "StatementJob")
+    old = _statement_job_dto(app, job)
     app.jobs.cancel(job)
     job.result["version"] = job.result.get("version", 1) + 1
+    app.events.record_change(STATEMENT_JOB_UPDATED, _statement_job_dto(app, job), old)
     return json_response(statement_job_view(app, job))
+
+
+def finish_statement_job(app: EmulatorApp, job: Job) -> None:
+    """When the job finishes: on COMPLETE the bill records that its statements were generated (and
+    are current); either way (COMPLETE or FAILED) a ``billing.statementjob.updated`` Event."""
+    bill = app.store.find("bills", job.request["billId"])
+    if job.final == job.timeline.done and bill is not None:
+        bill["jsonStatementGenerated"] = True
+        bill["csvStatementGenerated"] = bill.get("csvStatementGenerated") or job.request["includeCsvFormat"]
+        bill["statementStale"] = False
+    old = {**_statement_job_dto(app, job), "statementJobStatus": job.timeline.running[-1]}
+    app.events.record_change(STATEMENT_JOB_UPDATED, _statement_job_dto(app, job), old)
+
+
+def _statement_job_dto(app: EmulatorApp, job: Job) -> dict:
+    """The statement job in an Event: without its short-lived presigned URLs."""
+    return {k: v for k, v in statement_job_view(app, job).items() if not k.startswith("presigned")}
 
 
 # -- helpers ----------------------------------------------------------------------------------

@@ -49,6 +49,8 @@ def register(router: Router, app: EmulatorApp) -> None:
     control("GET", "/_emulator/measurements", partial(measurements, app))
     control("POST", "/_emulator/fail-jobs", partial(fail_jobs, app))
     control("POST", "/_emulator/seed", partial(seed, app))
+    control("GET", "/_emulator/limits", lambda req: json_response({"limits": app.limiter.limits.as_dict()}))
+    control("POST", "/_emulator/limits", partial(set_limits, app))
     router.add("GET", "/_emulator/downloads/{token}", partial(download, app), auth=False)
 
 
@@ -65,6 +67,16 @@ def add_fault(app: EmulatorApp, req: Request) -> Response:
         raise ApiError(400, str(error)) from error
     app.faults.add(fault)
     return json_response({"fault": fault.as_dict()})
+
+
+def set_limits(app: EmulatorApp, req: Request) -> Response:
+    """Change some rate limits from a JSON object of :class:`RateLimits` fields (``{"enabled": false}``)."""
+    body = req.json_object()
+    try:
+        app.limiter.limits = app.limiter.limits.updated(body)
+    except ValueError as error:
+        raise ApiError(400, str(error)) from error
+    return json_response({"limits": app.limiter.limits.as_dict()})
 
 
 def measurements(app: EmulatorApp, req: Request) -> Response:

@@ -7,7 +7,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from .common import ApiError
-from .events import EVENT_FIELDS, EVENT_TYPE, EVENT_TYPES, INGEST_FAILURE
+from .events import EVENT_TYPE_NAMES, event_fields, event_types
 from .routing import Request, Response, Router, json_response
 from .store import paginate, query_value, query_values
 
@@ -19,26 +19,35 @@ EVENTS = f"{ORG}/events"
 MAX_EVENTS_PAGE = 100
 FAILED_INGEST_URL_TTL = 5 * 60
 """The failed-ingest file URL is valid 5 minutes (the spec's description)."""
-EVENT_TYPE_NAMES = {EVENT_TYPE: INGEST_FAILURE}  # eventType filter -> eventName of the events it means
 
 
 def register(router: Router, app: EmulatorApp) -> None:
     """Add the Events routes and the failed-ingest download URL route."""
     router.add("GET", EVENTS, partial(list_events, app))
-    router.add("GET", f"{EVENTS}/types", lambda req: json_response({"events": sorted(EVENT_TYPES)}))
+    router.add("GET", f"{EVENTS}/types", lambda req: json_response({"events": event_types()}))
     router.add("GET", f"{EVENTS}/fields", list_event_fields)
     router.add("GET", f"{EVENTS}/{{id}}", partial(get_event, app))
     router.add("GET", f"{ORG}/measurements/failedIngest/getDownloadUrl", partial(failed_ingest_url, app))
 
 
 def list_events(app: EmulatorApp, req: Request) -> Response:
-    """``GET /events``: newest first; filters ids, eventName, eventType, accountId, resourceId,
-    includeActioned (no event is actioned in the emulator)."""
+    """``GET /events``: newest first; filters ids (alone: "cannot be used with other filters", says
+    the spec), eventName, eventType, accountId, resourceId (the Bill, job or Account an Event is about),
+    notificationId/notificationCode (no Notification fires in the emulator: nothing matches),
+    includeActioned (no Event is actioned in the emulator)."""
     ids = set(query_values(req.query, "ids") or ())
     name = query_value(req.query, "eventName")
     event_type = query_value(req.query, "eventType")
     account_id = query_value(req.query, "accountId")
     resource_id = query_value(req.query, "resourceId")
+    notification = query_value(req.query, "notificationId") or query_value(req.query, "notificationCode")
+    filters = {"eventName": name, "eventType": event_type, "accountId": account_id,
+               "resourceId": resource_id, "notification": notification}  # fmt: skip
+    others = [key for key, value in filters.items() if value is not None]
+    if ids and others:
+        raise ApiError(400, f"ids cannot be used with other filters ({', '.join(others)})")
+    if notification is not None:
+        return json_response(paginate([], req.query, MAX_EVENTS_PAGE))
     rows = []
     for stored in app.events.newest_first():
         event = stored.event
@@ -50,7 +59,11 @@ def list_events(app: EmulatorApp, req: Request) -> Response:
             continue
         if account_id is not None and stored.account_id != account_id:
             continue
-        if resource_id is not None and resource_id not in (stored.account_id, event["id"]):
+        if resource_id is not None and resource_id not in (
+            stored.resource_id,
+            stored.account_id,
+            event["id"],
+        ):
             continue
         rows.append((-stored.seq, event))
     return json_response(paginate(rows, req.query, MAX_EVENTS_PAGE))
@@ -68,8 +81,8 @@ def list_event_fields(req: Request) -> Response:
     """``GET /events/fields``: the fields of one Event type (``eventName``) or of all."""
     name = query_value(req.query, "eventName")
     if name is None:
-        return json_response({"events": copy.deepcopy(EVENT_FIELDS)})
-    return json_response({"events": {name: dict(EVENT_FIELDS.get(name, {}))}})
+        return json_response({"events": {n: event_fields(n) for n in event_types() if event_fields(n)}})
+    return json_response({"events": {name: event_fields(name)}})
 
 
 def failed_ingest_url(app: EmulatorApp, req: Request) -> Response:

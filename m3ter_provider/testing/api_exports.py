@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from . import files
 from .common import ApiError, iso, parse_datetime, utcnow
+from .events import EXPORT_FAILURE
 from .jobs import Job
 from .measurements import measurement_problem
 from .routing import Request, Response, Router, json_response
@@ -116,8 +117,17 @@ def download_url(app: EmulatorApp, req: Request) -> Response:
 
 
 def finish_export(app: EmulatorApp, job: Job) -> None:
-    """Build the export file (from measurements or entities) when the job succeeds."""
+    """Build the export file (from measurements or entities) when the job succeeds; a failed job
+    records a ``dataexport.job.failure`` Event."""
     if job.final != job.timeline.done:
+        message = f"Data export job {job.id} failed (emulated failure)"
+        data = {
+            "jobId": job.id,
+            "sourceType": job.request["sourceType"],
+            "status": job.final,
+            "errorMessage": message,
+        }
+        app.events.record(EXPORT_FAILURE, data, resource_id=job.id)
         return
     body = job.request
     if body["sourceType"] == "USAGE":

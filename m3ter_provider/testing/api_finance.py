@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from . import usage
 from .common import ApiError, iso, parse_date, utcnow
+from .events import BILL_UPDATED
 from .routing import Request, Response, Router, json_response
 from .store import paginate, query_value
 
@@ -173,8 +174,7 @@ def _approve(app: EmulatorApp, bills: list[dict], *, skip_others: bool) -> Respo
             )
     pending = [bill for bill in bills if bill.get("status") == "PENDING"]
     for bill in pending:
-        bill.update(status="APPROVED", dtApproved=now, approvedBy=app.actor, dtLastModified=now)
-        bill["version"] = bill.get("version", 1) + 1
+        _change_bill(app, bill, status="APPROVED", dtApproved=now, approvedBy=app.actor, dtLastModified=now)
     return json_response({"message": f"{len(pending)} Bills approved"})
 
 
@@ -200,8 +200,7 @@ def lock_bill(app: EmulatorApp, req: Request) -> Response:
     if bill.get("status") != "APPROVED":
         raise ApiError(400, f"Bill {bill['id']} is {bill.get('status')}: approve it before locking it")
     now = iso(utcnow())
-    bill.update(locked=True, dtLocked=now, lockedBy=app.actor, dtLastModified=now)
-    bill["version"] = bill.get("version", 1) + 1
+    _change_bill(app, bill, locked=True, dtLocked=now, lockedBy=app.actor, dtLastModified=now)
     return json_response(copy.deepcopy(bill))
 
 
@@ -210,9 +209,16 @@ def bill_status(app: EmulatorApp, req: Request) -> Response:
     bill = _bill(app, req.params["id"])
     if bill.get("locked"):
         raise ApiError(400, f"Bill {bill['id']} is locked: its status cannot change")
-    bill.update(status=req.json_object()["status"], dtLastModified=iso(utcnow()))
-    bill["version"] = bill.get("version", 1) + 1
+    _change_bill(app, bill, status=req.json_object()["status"], dtLastModified=iso(utcnow()))
     return json_response(copy.deepcopy(bill))
+
+
+def _change_bill(app: EmulatorApp, bill: dict, **changes: object) -> None:
+    """Update a stored Bill, bump its version, and record a ``billing.bill.updated`` Event."""
+    old = copy.deepcopy(bill)
+    bill.update(changes)
+    bill["version"] = bill.get("version", 1) + 1
+    app.events.record_change(BILL_UPDATED, bill, old, account_id=bill.get("accountId"))
 
 
 # -- usage query ------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from .control import FaultBook, Stats
 from .events import EventLog, failure_reason
 from .files import PresignedUrls
 from .jobs import Job, JobBoard
+from .limits import RateLimiter, RateLimits
 from .measurements import MeasurementLog
 from .routing import Request, Response, Router, error_response, json_response
 from .spec import clean, clean_query, operation, request_schema
@@ -40,8 +41,11 @@ class EmulatorApp:
         api_secret: str,
         token_expires_in: int,
         job_duration: float,
+        limits: RateLimits | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.lock = threading.RLock()
+        self.limiter = RateLimiter(limits, clock)
         self.org_id = org_id
         self.access_key_id = access_key_id
         self.base_url = ""
@@ -77,14 +81,21 @@ class EmulatorApp:
             if not req.path.startswith("/_emulator/"):
                 with self.lock:
                     key = f"{req.method} (unmatched)"
-                    self.stats.count_request(key)
+                    self.stats.count_request(key, req.client)
                     self.stats.count_status(key, error.status)
             return error_response(error.status, error.message, error.headers)
-        fault = None
+        fault = refusal = None
         if route.counted:
             with self.lock:
-                self.stats.count_request(route.key)
+                self.stats.count_request(route.key, req.client)
                 fault = self.faults.take(req.method, route.template)
+                if fault is None and route.auth:
+                    refusal = self.limiter.check(route.key, req.client)
+                    if refusal is not None:
+                        self.stats.count_rate_limited(route.key, req.client, refusal.limit)
+                        self.stats.count_status(route.key, 429)
+        if refusal is not None:
+            return error_response(429, refusal.message, refusal.headers(self.limiter.limits.retry_after))
         if fault is not None:
             if fault.delay:
                 time.sleep(fault.delay)
@@ -146,6 +157,7 @@ class EmulatorApp:
             self.stats.reset()
             self.faults.clear()
             self.tokens.reset()
+            self.limiter.reset()
 
     def snapshot_stats(self) -> dict:
         """The stats as ``GET /_emulator/stats`` answers them."""

@@ -10,6 +10,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from .limits import RateLimits
 from .server import M3terEmulator
 
 #: not 8080, which is Airflow's api-server (and webserver) port
@@ -32,7 +33,51 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--token-expires-in", type=int, default=18000, help="token lifetime in seconds")
     parser.add_argument("--job-duration", type=float, default=1.0, help="seconds a job takes to finish")
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    limits = parser.add_argument_group(
+        "rate limits", "m3ter's published limits are enforced by default; 0 turns one limit off"
+    )
+    limits.add_argument("--no-limits", action="store_true", help="enforce no rate limit at all")
+    defaults = RateLimits()
+    for name, kind, help_text in _LIMIT_FLAGS:
+        limits.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=name,
+            type=kind,
+            default=getattr(defaults, name),
+            metavar="N",
+            help=f"{help_text} (default: %(default)s)",
+        )
+    limits.add_argument(
+        "--retry-after",
+        action="store_true",
+        help="send a Retry-After header with a rate limit's 429 (m3ter documents none)",
+    )
     return parser
+
+
+_LIMIT_FLAGS = (
+    ("config_per_ip", int, "Config API requests per source IP per --ip-window seconds"),
+    ("ingest_per_ip", int, "ingest API requests per source IP per --ip-window seconds"),
+    ("ip_window", float, "the per-IP rolling window in seconds"),
+    ("config_per_second", int, "Config API requests per second for the Organization"),
+    ("ingest_per_second", int, "ingest API requests per second for the Organization"),
+    ("usage_query_per_second", float, "usage query requests per second"),
+    ("usage_query_burst", int, "usage query burst"),
+    ("concurrent_bill_jobs", int, "bill jobs running at once before a new one answers 429"),
+)
+
+
+def limits_from_args(args: argparse.Namespace) -> RateLimits:
+    """The :class:`RateLimits` the parsed command line asks for."""
+    changes = {name: getattr(args, name) or None for name, _, _ in _LIMIT_FLAGS if name != "ip_window"}
+    return RateLimits().updated(
+        {
+            **changes,
+            "ip_window": args.ip_window,
+            "enabled": not args.no_limits,
+            "retry_after": args.retry_after,
+        }
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -47,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         token_expires_in=args.token_expires_in,
         job_duration=args.job_duration,
         verbose=args.verbose,
+        limits=limits_from_args(args),
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -59,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"export AIRFLOW_CONN_M3TER_DEFAULT={shlex.quote(emulator.airflow_conn_json())}", flush=True)
     print("(run that export in the shell that runs Airflow: it points m3ter_default here)", flush=True)
     print(f"Control API (faults, stats, reset): {emulator.url}/_emulator/... (see the README)", flush=True)
+    print(f"Rate limits: {_describe(emulator.limits)}", flush=True)
     print("Press Ctrl-C to stop.", flush=True)
     try:
         while not stop.wait(0.5):
@@ -68,6 +115,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         emulator.stop()
     return 0
+
+
+def _describe(limits: RateLimits) -> str:
+    if not limits.enabled:
+        return "off (--no-limits)"
+    on = [f"{k}={v}" for k, v in limits.as_dict().items() if k != "enabled" and v not in (None, False)]
+    return ", ".join(on)
 
 
 def _bind_problem(error: OSError, host: str, port: int) -> str:

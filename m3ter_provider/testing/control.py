@@ -29,11 +29,24 @@ class Stats:
         self.authorization_on_download = 0
         self.authorization_on_upload = 0
         self.connections_accepted = 0
+        self.rate_limited: dict[str, int] = {}
+        self.rate_limited_by: dict[str, int] = {}
+        self.clients: dict[str, dict] = {}
 
-    def count_request(self, route_key: str) -> None:
-        """Count a request to ``route_key`` ("METHOD /template")."""
+    def count_request(self, route_key: str, client: str = "") -> None:
+        """Count a request to ``route_key`` ("METHOD /template") from ``client`` (its source IP)."""
         self.requests_total += 1
         self.requests[route_key] = self.requests.get(route_key, 0) + 1
+        seen = self.clients.setdefault(client, {"requests": 0, "rate_limited": 0, "routes": {}})
+        seen["requests"] += 1
+        seen["routes"][route_key] = seen["routes"].get(route_key, 0) + 1
+
+    def count_rate_limited(self, route_key: str, client: str, limit: str) -> None:
+        """Count a 429 that limit ``limit`` (e.g. "ingest_per_second") gave ``client`` on ``route_key``."""
+        self.rate_limited[route_key] = self.rate_limited.get(route_key, 0) + 1
+        self.rate_limited_by[limit] = self.rate_limited_by.get(limit, 0) + 1
+        seen = self.clients.setdefault(client, {"requests": 0, "rate_limited": 0, "routes": {}})
+        seen["rate_limited"] += 1
 
     def count_status(self, route_key: str, status: int | str) -> None:
         """Count the answer (an HTTP status, or "dropped") given to ``route_key``."""
@@ -61,6 +74,9 @@ class Stats:
             "authorization_on_download": self.authorization_on_download,
             "authorization_on_upload": self.authorization_on_upload,
             "connections_accepted": self.connections_accepted,
+            "rate_limited": copy.deepcopy(self.rate_limited),
+            "rate_limited_by": copy.deepcopy(self.rate_limited_by),
+            "clients": copy.deepcopy(self.clients),
             **extra,
         }
 

@@ -1,4 +1,14 @@
-"""m3ter's Events for measurements it accepted (200) and then refused: ``ingest.validation.failure``.
+"""m3ter's Events: the emulator's own state changes, in m3ter's names and shapes.
+
+- ``billing.billjob.updated`` when a bill job finishes (COMPLETE) or is cancelled, and
+  ``billing.statementjob.updated`` likewise; ``billing.bill.created`` for each Bill a job creates,
+  ``billing.bill.updated`` when a Bill is approved, locked or changes status, ``billing.bill.deleted``.
+  Their ``m3terEvent.eventData`` holds ``newDto`` (the entity as ``GET`` answers it now) and, for
+  updates and deletions, ``oldDto`` (as it was), as in the spec's example Event and the ``new.``/``old.``
+  fields ``GET /events/fields`` lists.
+- ``dataexport.job.failure`` when a data export job fails (m3ter documents no event for a successful
+  export: poll the job, or watch ``billing.*`` events).
+- ``ingest.validation.failure`` for measurements m3ter accepted (200) and then refused (below).
 
 m3ter validates measurements a second time after answering ``{"result": "accepted"}``; a measurement
 for an unknown Meter, with an Account code that only nearly matches an existing Account, missing a
@@ -14,20 +24,68 @@ import json
 from dataclasses import dataclass
 
 from .common import iso, new_id, utcnow
+from .spec import load_spec, resolve
 
 INGEST_FAILURE = "ingest.validation.failure"
 EVENT_TYPE = "IngestValidationFailure"
-EVENT_TYPES = (
-    "billing.bill.created", "billing.billjob.updated", "billing.statementjob.updated",
-    "configuration.account.created", "configuration.meter.created", "dataexport.job.failure",
-    INGEST_FAILURE,
-)  # fmt: skip
-EVENT_FIELDS = {
+EXPORT_FAILURE = "dataexport.job.failure"
+BILL_JOB_UPDATED = "billing.billjob.updated"
+STATEMENT_JOB_UPDATED = "billing.statementjob.updated"
+BILL_CREATED, BILL_UPDATED, BILL_DELETED = (
+    "billing.bill.created",
+    "billing.bill.updated",
+    "billing.bill.deleted",
+)
+#: eventType filter (the spec's categories) -> the eventName of the events it means
+EVENT_TYPE_NAMES = {EVENT_TYPE: INGEST_FAILURE, "DataExportJobFailure": EXPORT_FAILURE}
+#: the entity schema behind each ``<area>.<entity>`` event family (for ``GET /events/fields``)
+DTO_SCHEMAS = {"billing.bill": "BillResponse", "billing.billjob": "BillJobResponse",
+               "billing.statementjob": "StatementJobResponse"}  # fmt: skip
+FLAT_FIELDS = {
     INGEST_FAILURE: {
         "errorType": "string", "errorMessage": "string", "uid": "string", "account": "string",
         "meter": "string", "ts": "string", "file": "string", "getDownloadUrl": "string",
     },
+    EXPORT_FAILURE: {"jobId": "string", "sourceType": "string", "status": "string", "errorMessage": "string"},
 }  # fmt: skip
+_FIELD_TYPES = {"string": "string", "integer": "int", "number": "double", "boolean": "boolean",
+                "array": "array", "object": "map"}  # fmt: skip
+
+
+def event_types() -> list[str]:
+    """``GET /events/types``: the spec's list of Event Types (its example), plus the failure events."""
+    listed = load_spec()["components"]["schemas"]["EventTypeResponse"].get("example", {}).get("events", [])
+    return sorted({*listed, INGEST_FAILURE, EXPORT_FAILURE})
+
+
+def event_fields(name: str) -> dict[str, str]:
+    """``GET /events/fields`` for one Event Type: ``new.x``/``old.x`` for entity events, from the spec."""
+    if name in FLAT_FIELDS:
+        return dict(FLAT_FIELDS[name])
+    family, _, action = name.rpartition(".")
+    schema = DTO_SCHEMAS.get(family)
+    if schema is None or action not in ("created", "updated", "deleted"):
+        return {}
+    types = {key: _FIELD_TYPES.get(resolve(prop).get("type", "object"), "string")
+             for key, prop in properties(schema).items()}  # fmt: skip
+    sides = {"created": ("new",), "updated": ("new", "old"), "deleted": ("old",)}[action]
+    return {f"{side}.{key}": kind for side in sides for key, kind in sorted(types.items())}
+
+
+def properties(schema_name: str) -> dict[str, dict]:
+    """A component schema's properties, ``allOf`` parts included."""
+    found: dict[str, dict] = {}
+
+    def collect(schema: dict) -> None:
+        schema = resolve(schema)
+        for part in schema.get("allOf", []):
+            collect(part)
+        found.update(schema.get("properties", {}))
+
+    collect({"$ref": f"#/components/schemas/{schema_name}"})
+    return found
+
+
 NUMERIC_CATEGORIES = {"MEASURE": "measure", "COST": "cost", "INCOME": "income"}
 
 
@@ -38,8 +96,9 @@ class StoredEvent:
     seq: int
     event: dict
     account_id: str | None
-    file: str
-    content: bytes
+    resource_id: str | None = None
+    file: str | None = None
+    content: bytes = b""
 
 
 def failure_reason(
@@ -71,13 +130,35 @@ class EventLog:
         self.events.clear()
         self.files.clear()
 
+    def record(
+        self, name: str, data: dict, *, account_id: str | None = None, resource_id: str | None = None
+    ) -> StoredEvent:
+        """Store one Event ``name`` with ``eventData`` ``data``; return it."""
+        now = iso(utcnow())
+        event = {
+            "id": new_id(),
+            "eventName": name,
+            "eventTime": now,
+            "m3terEvent": {"eventName": name, "eventTime": now, "eventData": copy.deepcopy(data)},
+        }
+        stored = StoredEvent(self._next_seq(), event, account_id, resource_id)
+        self.events[event["id"]] = stored
+        return stored
+
+    def record_change(
+        self, name: str, new: dict | None, old: dict | None = None, *, account_id: str | None = None
+    ) -> StoredEvent:
+        """An entity Event: ``newDto`` and/or ``oldDto``; the entity's id is the resource id."""
+        data = {k: copy.deepcopy(v) for k, v in (("newDto", new), ("oldDto", old)) if v is not None}
+        entity = new if new is not None else old
+        return self.record(name, data, account_id=account_id, resource_id=entity and entity.get("id"))
+
     def record_ingest_failure(
         self, measurement: dict, error_type: str, message: str, account_id: str | None, download_base: str
     ) -> dict:
         """Store one ``ingest.validation.failure`` event; return it."""
-        event_id = new_id()
-        now = utcnow()
-        file = f"failedIngest/{now:%Y/%m/%d}/{event_id}.json"
+        file_id = new_id()
+        file = f"failedIngest/{utcnow():%Y/%m/%d}/{file_id}.json"
         detail = {"errorType": error_type, "errorMessage": message, "measurement": copy.deepcopy(measurement)}
         data = {
             "errorType": error_type,
@@ -86,16 +167,10 @@ class EventLog:
             "file": file,
             "getDownloadUrl": f"{download_base}?file={file}",
         }
-        event = {
-            "id": event_id,
-            "eventName": INGEST_FAILURE,
-            "eventTime": iso(now),
-            "m3terEvent": {"eventName": INGEST_FAILURE, "eventTime": iso(now), "eventData": data},
-        }
-        stored = StoredEvent(self._next_seq(), event, account_id, file, json.dumps(detail, indent=2).encode())
-        self.events[event_id] = stored
+        stored = self.record(INGEST_FAILURE, data, account_id=account_id)
+        stored.file, stored.content = file, json.dumps(detail, indent=2).encode()
         self.files[file] = stored
-        return event
+        return stored.event
 
     def newest_first(self) -> list[StoredEvent]:
         """Every event, newest first (as m3ter lists: the first page holds the newest)."""

@@ -12,10 +12,23 @@ import pytest
 from .server import M3terEmulator
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "m3ter_emulator(**kwargs): M3terEmulator arguments for the m3ter_emulator fixture, "
+        "e.g. limits=False for a test that sends faster than m3ter's rate limits allow",
+    )
+
+
 @pytest.fixture
-def m3ter_emulator() -> Iterator[M3terEmulator]:
-    """A fresh, started emulator on a free port; stopped after the test."""
-    with M3terEmulator() as emulator:
+def m3ter_emulator(request: pytest.FixtureRequest) -> Iterator[M3terEmulator]:
+    """A fresh, started emulator on a free port (m3ter's rate limits on); stopped after the test.
+
+    ``@pytest.mark.m3ter_emulator(limits=False, job_duration=0.1)`` passes arguments to
+    :class:`M3terEmulator` (say in the test why limits are off).
+    """
+    marker = request.node.get_closest_marker("m3ter_emulator")
+    with M3terEmulator(**(marker.kwargs if marker else {})) as emulator:
         yield emulator
 
 

@@ -54,7 +54,10 @@ def check_references(store: EntityStore, collection: str, body: dict) -> None:
 
 
 def derived_fields(store: EntityStore, collection: str, body: dict) -> dict:
-    """Fields m3ter fills in from related entities (a Plan's and an AccountPlan's productId)."""
+    """Fields m3ter fills in: from related entities (a Plan's and an AccountPlan's productId), and
+    defaults where the request allows null but the response does not (a destination's partitionOrder)."""
+    if collection == "dataexports/destinations" and body.get("partitionOrder") is None:
+        return {"partitionOrder": "TIME_FIRST"}  # "Time first (Default)", says the spec
     if collection == "plans":
         template = store.find("plantemplates", body.get("planTemplateId") or "")
         if template is not None and template.get("productId"):

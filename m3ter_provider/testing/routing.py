@@ -13,13 +13,14 @@ from .common import ApiError
 
 @dataclass
 class Request:
-    """One HTTP request as the handlers see it."""
+    """One HTTP request as the handlers see it (``client``: the source IP address)."""
 
     method: str
     path: str
     query: dict[str, list[str]]
     headers: Mapping[str, str]
     body: bytes = b""
+    client: str = ""
     params: dict[str, str] = field(default_factory=dict)
     _parsed: Any = field(default=None, init=False, repr=False)
     _parse_error: ApiError | None = field(default=None, init=False, repr=False)
@@ -151,7 +152,10 @@ class Router:
         for _, route, params in candidates:
             if route.method == method:
                 return route, params
-        allowed = sorted({c[1].method for c in candidates})
+        allowed = {c[1].method for c in candidates}
+        if "GET" in allowed:
+            allowed.add("HEAD")  # the server answers HEAD wherever it answers GET
+        allowed = sorted(allowed)
         raise ApiError(405, f"Method {method} not allowed on {path}", {"Allow": ", ".join(allowed)})
 
 

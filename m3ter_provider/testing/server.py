@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import http
 import json
 import socket
 import sys
 import threading
+import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -14,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 from .api_control import seed_entities
 from .app import EmulatorApp
 from .control import make_fault
+from .limits import RateLimits
 from .routing import Request, Response, error_response
 
 
@@ -28,7 +32,23 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self._serve()
 
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_GET  # unserved methods: JSON 405
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_GET
+
+    def __getattr__(self, name: str) -> Any:
+        """Any other method (``QUERY``, ``PROPFIND``, a made-up verb) is routed too: a JSON 405 with
+        ``Allow`` (or 404) instead of http.server's HTML 501."""
+        if name.startswith("do_"):
+            return self._serve
+        raise AttributeError(name)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own errors (malformed request line, header too long) as m3ter's JSON."""
+        self.close_connection = True
+        try:
+            phrase = http.HTTPStatus(code).phrase
+        except ValueError:
+            phrase = "Error"
+        self._write(error_response(code, message or phrase), head=self.command == "HEAD")
 
     def do_HEAD(self) -> None:
         """HEAD answers what GET would (status, headers, Content-Length) without the body."""
@@ -48,6 +68,7 @@ class _Handler(BaseHTTPRequestHandler):
             query=parse_qs(url.query, keep_blank_values=True),
             headers=self.headers,
             body=body,
+            client=client_address(self.client_address[0]),
         )
         response = self.server.app.handle(request)
         if response.drop:
@@ -84,6 +105,11 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         if self.server.verbose:
             sys.stderr.write(f"m3ter-emulator: {self.address_string()} {format % args}\n")
+
+
+def client_address(host: str) -> str:
+    """The client's IP as the limits and stats key it (an IPv4-mapped IPv6 address as plain IPv4)."""
+    return host[7:] if host.startswith("::ffff:") and "." in host else host
 
 
 class _Server(ThreadingHTTPServer):
@@ -142,6 +168,11 @@ class M3terEmulator:
     :param token_expires_in: bearer token lifetime in seconds.
     :param job_duration: seconds a job takes from creation to its final status.
     :param verbose: log one line per request to stderr.
+    :param limits: m3ter's rate limits (:class:`RateLimits`), on by default with m3ter's published
+        values; False turns them all off, a dict changes some (e.g. ``{"ingest_per_second": 10}``).
+    :param retry_after: send a ``Retry-After`` header with a rate limit's 429 (m3ter documents none,
+        so by default there is none).
+    :param clock: the monotonic clock the limits read (tests inject a frozen one).
     """
 
     def __init__(
@@ -154,6 +185,9 @@ class M3terEmulator:
         token_expires_in: int = 18000,
         job_duration: float = 1.0,
         verbose: bool = False,
+        limits: RateLimits | dict | bool = True,
+        retry_after: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.host = host
         self.port = port
@@ -167,6 +201,8 @@ class M3terEmulator:
             api_secret=api_secret,
             token_expires_in=token_expires_in,
             job_duration=job_duration,
+            limits=_limits(limits, retry_after),
+            clock=clock,
         )
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -225,6 +261,19 @@ class M3terEmulator:
     def job_duration(self, seconds: float) -> None:
         with self._app.lock:
             self._app.jobs.job_duration = float(seconds)
+
+    @property
+    def limits(self) -> RateLimits:
+        """The rate limits in force (see :class:`RateLimits`)."""
+        return self._app.limiter.limits
+
+    def set_limits(self, limits: RateLimits | None = None, **changes: Any) -> RateLimits:
+        """Replace the limits, or change some (``set_limits(ingest_per_second=10, retry_after=True)``,
+        ``set_limits(enabled=False)``); return the limits now in force. Counts so far are kept."""
+        with self._app.lock:
+            current = limits if limits is not None else self._app.limiter.limits
+            self._app.limiter.limits = current.updated(changes)
+            return self._app.limiter.limits
 
     def routes(self) -> list[str]:
         """Every route served, as "METHOD /template" (the keys of stats and faults)."""
@@ -312,3 +361,15 @@ class M3terEmulator:
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"M3terEmulator(url={self.url!r}, org_id={self.org_id!r}, {state})"
+
+
+def _limits(limits: RateLimits | dict | bool, retry_after: bool) -> RateLimits:
+    if isinstance(limits, RateLimits):
+        chosen = limits
+    elif isinstance(limits, dict):
+        chosen = RateLimits().updated(limits)
+    elif isinstance(limits, bool):
+        chosen = RateLimits(enabled=limits)
+    else:
+        raise TypeError("limits must be a RateLimits, a dict of changes, or a bool")
+    return chosen.updated({"retry_after": True}) if retry_after else chosen

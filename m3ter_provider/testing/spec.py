@@ -3,7 +3,8 @@
 The spec uses a small subset of JSON Schema: ``$ref``, ``type`` (+ ``nullable``), ``required``,
 ``properties``, ``additionalProperties`` (maps), ``items``, ``enum``, ``minLength``/``maxLength``,
 ``minItems``/``maxItems``, ``minimum``/``maximum`` (``exclusiveMinimum`` as a boolean),
-``pattern`` (two of them in Java syntax, translated here), ``format`` ``date``/``date-time``,
+``pattern`` (a full match, as Java's ``Pattern.matches``; two of them in Java syntax, translated
+here), ``format`` ``date``/``date-time``/``email`` and the integer ranges of ``int32``/``int64``,
 ``allOf`` and ``anyOf``. :func:`clean` checks a request body or query value against such a schema
 and returns a copy that keeps only the keys the schema declares (m3ter ignores the others), or
 raises :class:`~.common.ApiError` 400 naming the field, as m3ter answers a wrongly typed field.
@@ -25,6 +26,12 @@ SPEC_FILE = Path(__file__).with_name("m3ter-openapi.json")
 _JAVA_CODE_PATTERN = r"^([^[\p{Cntrl}\s]])|([^[\p{Cntrl}\s]][[^[\p{Cntrl}\s]] ]*[^[\p{Cntrl}\s]])$"
 _JAVA_IDENTIFIER_PATTERN = r"^[\p{L}_$][\p{L}_$0-9]*$"
 _MISSING = object()
+_INTEGER_BITS = {"int32": 32, "int64": 64}
+# An address as Java's (Hibernate) email validators accept one: dot-atom local part, then a domain
+_EMAIL = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+)
 
 
 @functools.lru_cache(maxsize=1)
@@ -66,7 +73,7 @@ def clean(value: Any, schema: dict, where: str) -> Any:
     """
     schema = resolve(schema)
     if value is None:
-        if schema.get("nullable") or not _declares_type(schema):
+        if _allows_null(schema):
             return None
         _fail(where, "must not be null")
     if "anyOf" in schema or "oneOf" in schema:
@@ -102,6 +109,16 @@ def _fail(where: str, reason: str) -> None:
 
 def _declares_type(schema: dict) -> bool:
     return any(k in schema for k in ("type", "properties", "enum", "allOf", "items"))
+
+
+def _allows_null(schema: dict) -> bool:
+    """``nullable``, no type at all, or (``anyOf``/``oneOf``) an alternative that allows null."""
+    if schema.get("nullable"):
+        return True
+    alternatives = schema.get("anyOf") or schema.get("oneOf")
+    if alternatives:
+        return any(_allows_null(resolve(option)) for option in alternatives)
+    return not _declares_type(schema)
 
 
 _MERGED: dict[int, tuple[dict, dict]] = {}  # id(schema) -> (schema, merged): the spec's dicts live on
@@ -187,6 +204,8 @@ def _check_string(value: str, schema: dict, where: str) -> None:
         _fail(where, f"must be an ISO-8601 date-time with an offset, got {value!r}")
     if fmt == "date" and parse_date(value) is None:
         _fail(where, f"must be an ISO-8601 date (YYYY-MM-DD), got {value!r}")
+    if fmt == "email" and _EMAIL.fullmatch(value) is None:
+        _fail(where, f"must be an email address, got {value!r}")
     pattern = schema.get("pattern")
     if pattern is not None and not _matches(pattern, value):
         _fail(where, f"{value!r} does not match the pattern {pattern}")
@@ -202,7 +221,7 @@ def _matches(pattern: str, value: str) -> bool:
             and all(c.isalnum() or c in "_$" for c in value)
         )
     compiled = _compiled(pattern)
-    return compiled is None or compiled.search(value) is not None
+    return compiled is None or compiled.fullmatch(value) is not None  # Java's Pattern.matches
 
 
 @functools.cache
@@ -214,6 +233,9 @@ def _compiled(pattern: str) -> re.Pattern | None:
 
 
 def _check_number(value: float, schema: dict, where: str) -> None:
+    bits = _INTEGER_BITS.get(schema.get("format", "")) if schema.get("type") == "integer" else None
+    if bits is not None and not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
+        _fail(where, f"must be a {bits}-bit integer (format {schema['format']}), got {value!r}")
     low, high = schema.get("minimum"), schema.get("maximum")
     if low is not None:
         if schema.get("exclusiveMinimum") is True and value <= low:
@@ -258,7 +280,7 @@ def clean_query(query: dict[str, list[str]], op: dict) -> None:
     """Check the query parameters the operation declares (types, ranges, enums); 400 naming one."""
     for name, param in query_parameters(op).items():
         raw = query.get(name)
-        if not raw or raw[-1] == "":
+        if not raw or all(value == "" for value in raw):
             continue
         schema = resolve(param.get("schema", {}))
         if schema.get("type") == "array":
@@ -266,8 +288,10 @@ def clean_query(query: dict[str, list[str]], op: dict) -> None:
             items = resolve(schema.get("items", {}))
             for part in parts:
                 clean(_coerce(part, items, name), items, name)
-        else:
-            clean(_coerce(raw[-1], schema, name), schema, name)
+        else:  # every value given, as a repeated parameter's first value may be the one m3ter reads
+            for value in raw:
+                if value != "":
+                    clean(_coerce(value, schema, name), schema, name)
 
 
 def _coerce(text: str, schema: dict, name: str) -> Any:

@@ -230,6 +230,9 @@ def related_bodies(api: Api) -> dict[str, dict]:
 
 
 def test_config_api_conforms(emu: M3terEmulator, checked_api: Api, checked: Checked) -> None:
+    """Every Config API route answers its schemas (limits off: ~10 requests per collection in a burst
+    exceed m3ter's 50 requests/second per Organization; test_emulator_limits.py tests the limits)."""
+    emu.set_limits(enabled=False)
     api = checked_api
     for name, body in related_bodies(api).items():
         created = api.post(name, json=body)
@@ -272,6 +275,16 @@ def test_measurements_conform(emu: M3terEmulator, checked_api: Api, checked: Che
     emu.add_fault("POST /organizations/{orgId}/measurements", status=429, retry_after="1")
     assert api.post("measurements", json={"measurements": [MEASUREMENT]}).status_code == 429
     assert checked.statuses("POST", "/organizations/{orgId}/measurements") == {200, 400, 403, 429}
+
+
+def test_rate_limit_refusals_conform(checked: Checked) -> None:
+    """A real limit's 429 (not a planned fault) is m3ter's ``{"message"}`` error."""
+    with M3terEmulator(clock=lambda: 0.0, limits={"config_per_second": 2}) as emu:
+        session = requests.Session()
+        session.hooks["response"].append(checked)
+        api = Api(emu, session)
+        assert [api.get("accounts").status_code for _ in range(3)] == [200, 200, 429]
+    assert checked.statuses("GET", "/organizations/{orgId}/accounts") == {200, 429}
 
 
 def test_every_emulated_route_was_checked(emu: M3terEmulator, spec: Spec) -> None:
