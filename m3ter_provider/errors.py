@@ -219,3 +219,11 @@ class M3terIngestCheckError(M3terError):
 class M3terDestinationError(M3terError):
     """A download could not be written to its destination (a local path or an ``ObjectStoragePath``);
     the destination is left as it was."""
+
+
+class M3terUsageQueryError(M3terError):
+    """A usage query cannot be answered completely (too many items at one instant, or an aggregated
+    query over more than one answer holds). Permanent: narrow the query (a shorter range, fewer
+    Meters or Accounts) and run it again."""
+
+    permanent = True

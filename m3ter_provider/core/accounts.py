@@ -22,12 +22,12 @@ import json
 import logging
 import pathlib
 import re
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from m3ter_provider.core._text import plural
-from m3ter_provider.errors import M3terAPIError, M3terConfigError, M3terValidationError
+from m3ter_provider.core.pacing import Pacer
+from m3ter_provider.errors import M3terAPIError, M3terValidationError
 
 if TYPE_CHECKING:
     from m3ter_provider.core.client import M3terClient
@@ -208,27 +208,6 @@ def plan_date(value: Any, where: str) -> str:
 
 
 # ---------------------------------------------------------------- the sync
-class Pacer:
-    """At most ``rate`` calls a second: ``wait()`` before each call sleeps what is left of the gap."""
-
-    def __init__(
-        self, rate: float, sleep: Callable[[float], None], clock: Callable[[], float] = time.monotonic
-    ):
-        if not rate or rate <= 0:
-            raise M3terConfigError(f"rate {rate!r}: give a positive number of requests per second.")
-        self.gap = 1.0 / float(rate)
-        self.sleep = sleep
-        self.clock = clock
-        self.next_at = 0.0
-
-    def wait(self) -> None:
-        now = self.clock()
-        if now < self.next_at:
-            self.sleep(self.next_at - now)
-            now = self.next_at
-        self.next_at = now + self.gap
-
-
 class _Paced:
     """The client's calls, each after the pacer's wait (reads and writes alike)."""
 
@@ -237,7 +216,7 @@ class _Paced:
         self.pacer = pacer
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        self.pacer.wait()
+        self.pacer.wait(self.client.sleep)
         return self.client.request(method, path, **kwargs)
 
     def list(self, path: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -277,7 +256,7 @@ def sync_accounts(
     :raises M3terValidationError: a bad row; nothing was sent.
     """
     checked = check_rows(read_rows(rows))
-    paced = _Paced(client, Pacer(rate, client.sleep))
+    paced = _Paced(client, Pacer(rate))
     existing = _existing_accounts(paced, [row.code for row in checked])
     plan_ids = _plan_ids(paced, checked)
     counts = {"created": 0, "updated": 0, "unchanged": 0, "failed": 0, "plans_attached": 0}

@@ -23,13 +23,13 @@ import logging
 import pathlib
 import tempfile
 import threading
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from m3ter_provider.core._text import plural
 from m3ter_provider.core.jobs import export_date
-from m3ter_provider.errors import M3terConfigError, M3terError
+from m3ter_provider.core.pacing import Pacer
+from m3ter_provider.errors import M3terConfigError, M3terUsageQueryError
 
 if TYPE_CHECKING:
     from m3ter_provider.core.client import M3terClient
@@ -50,45 +50,6 @@ FILE_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet"
 SMALLEST_PART = dt.timedelta(milliseconds=1)
 
 
-class M3terUsageQueryError(M3terError):
-    """A usage query cannot be answered completely (too many items at one instant, or groups)."""
-
-
-class Pacer:
-    """A token bucket: at most ``burst`` calls at once, then ``rate`` per second.
-
-    :param sleep: how to wait (the client's, so tests and triggers can replace it).
-    """
-
-    def __init__(
-        self,
-        rate: float = RATE_PER_SECOND,
-        burst: int = BURST,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.rate = float(rate)
-        self.burst = float(burst)
-        self.clock = clock
-        self._tokens = float(burst)
-        self._last = clock()
-        self._lock = threading.Lock()
-
-    def wait(self, sleep: Callable[[float], None]) -> float:
-        """Take one token, sleeping until one is there; return the seconds slept."""
-        slept = 0.0
-        while True:
-            with self._lock:
-                now = self.clock()
-                self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
-                self._last = now
-                if self._tokens >= 1:
-                    self._tokens -= 1
-                    return slept
-                delay = (1 - self._tokens) / self.rate
-            sleep(delay)
-            slept += delay
-
-
 _PACERS: dict[str, Pacer] = {}
 _PACERS_LOCK = threading.Lock()
 
@@ -97,7 +58,7 @@ def pacer_for(client: M3terClient) -> Pacer:
     """The process-wide pacer of the client's Organization."""
     key = client.url(PATH)
     with _PACERS_LOCK:
-        return _PACERS.setdefault(key, Pacer())
+        return _PACERS.setdefault(key, Pacer(RATE_PER_SECOND, BURST))
 
 
 def query_body(

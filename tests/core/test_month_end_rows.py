@@ -9,6 +9,7 @@ import pytest
 
 from m3ter_provider.core import accounts, billing, statements
 from m3ter_provider.core.config import M3terSettings
+from m3ter_provider.core.pacing import Pacer
 from m3ter_provider.errors import M3terConfigError, M3terValidationError
 
 GOOD = {"code": "acme", "name": "Acme", "emailAddress": "billing@acme.example"}
@@ -85,12 +86,12 @@ def test_pacer_spaces_calls_by_the_rate():
         slept.append(round(seconds, 6))
         now[0] += seconds
 
-    pacer = accounts.Pacer(4, sleep, clock=lambda: now[0])
+    pacer = Pacer(4, clock=lambda: now[0])
     for _ in range(5):
-        pacer.wait()
+        pacer.wait(sleep)
     assert slept == [0.25, 0.25, 0.25, 0.25] and now[0] == 1.0
     with pytest.raises(M3terConfigError):
-        accounts.Pacer(0, sleep)
+        Pacer(0)
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,8 @@ import pytest
 from m3ter_provider.core.ingest import MeasurementFile
 from m3ter_provider.core.ingest.failures import M3terIngestRejectedError
 from m3ter_provider.core.ingest.upload import prepare
-from m3ter_provider.core.usage_query import Pacer, query_body
+from m3ter_provider.core.pacing import Pacer
+from m3ter_provider.core.usage_query import query_body
 from m3ter_provider.errors import M3terConfigError, M3terJobFailedError, M3terValidationError
 from m3ter_provider.hooks.m3ter import M3terHook
 from m3ter_provider.testing import M3terEmulator
@@ -281,7 +282,7 @@ def test_aggregated_usage_grouped_by_dimension_with_a_dimension_filter(emu, tmp_
 
 
 def test_an_aggregated_answer_cut_off_is_an_error_that_says_how_to_narrow_it(emu, tmp_path):
-    from m3ter_provider.core.usage_query import M3terUsageQueryError
+    from m3ter_provider.errors import M3terUsageQueryError
 
     meter_id = emu.entities("meters")[0]["id"]
     hook().submit_measurements(rows(30), uid_namespace="cut")

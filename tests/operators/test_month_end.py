@@ -342,13 +342,13 @@ def test_deferrable_statements_defer_per_running_job_and_start_each_once(emu, tm
 
 
 def test_the_sync_waits_on_its_pacer_before_every_request(emu, plan, monkeypatch):
-    from m3ter_provider.core import accounts
+    from m3ter_provider.core.pacing import Pacer
 
     waits = []
-    monkeypatch.setattr(accounts.Pacer, "wait", lambda self: waits.append(self.gap))
+    monkeypatch.setattr(Pacer, "wait", lambda self, sleep: waits.append(self.rate))
     M3terHook().sync_accounts(rows(4), rate=5)
     api_requests = emu.stats()["requests_total"] - emu.stats()["requests"].get("POST /oauth/token", 0)
-    assert len(waits) == api_requests and set(waits) == {0.2}
+    assert len(waits) == api_requests and set(waits) == {5.0}
 
 
 def test_a_429_during_the_sync_is_retried_and_nothing_is_doubled(emu, plan):
