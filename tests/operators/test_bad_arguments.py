@@ -27,7 +27,7 @@ def test_a_bad_page_size_is_refused_when_the_dag_is_parsed(page_size):
     assert M3terOperator(task_id="ok", endpoint="accounts", paginate=True, page_size=50).page_size == 50
 
 
-@pytest.mark.parametrize("file_format", ["xlsx", "json", "", "parquet", 3])
+@pytest.mark.parametrize("file_format", ["xlsx", "json", "", "orc", 3])
 def test_an_unknown_measurements_file_format_is_refused_when_the_dag_is_parsed(file_format):
     with pytest.raises(M3terConfigError, match=r"file_format .*: use 'jsonl', 'csv' or 'parquet'"):
         M3terSubmitMeasurementsOperator(task_id="push", measurements_file="u.x", file_format=file_format)

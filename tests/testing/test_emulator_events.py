@@ -96,17 +96,18 @@ def test_approving_locking_and_deleting_a_bill_emit_bill_events(api: Api) -> Non
     (bill_id,) = _bill_job(api)["billIds"]
     assert api.post("bills/approve", json={"billIds": [bill_id]}).status_code == 200
     assert api.put(f"bills/{bill_id}/status", json={"status": "PENDING"}).status_code == 200
-    assert api.put(f"bills/{bill_id}/lock").status_code == 200
+    assert api.post("bills/approve", json={"billIds": [bill_id]}).status_code == 200
+    assert api.put(f"bills/{bill_id}/lock").status_code == 200  # only an APPROVED bill locks
     updates = _events(api, eventName="billing.bill.updated")
     changes = [
         (e["m3terEvent"]["eventData"]["oldDto"], e["m3terEvent"]["eventData"]["newDto"])
         for e in reversed(updates)
     ]
     assert [(old["status"], new["status"]) for old, new in changes] == [
-        ("PENDING", "APPROVED"), ("APPROVED", "PENDING"), ("PENDING", "PENDING"),
+        ("PENDING", "APPROVED"), ("APPROVED", "PENDING"), ("PENDING", "APPROVED"), ("APPROVED", "APPROVED"),
     ]  # fmt: skip
-    assert [new["locked"] for _, new in changes] == [False, False, True]
-    assert [new["version"] - old["version"] for old, new in changes] == [1, 1, 1]
+    assert [new["locked"] for _, new in changes] == [False, False, False, True]
+    assert [new["version"] - old["version"] for old, new in changes] == [1, 1, 1, 1]
     assert all(e["m3terEvent"]["eventData"]["newDto"]["id"] == bill_id for e in updates)
     assert api.delete(f"bills/{bill_id}").status_code == 200
     deleted = _events(api, eventName="billing.bill.deleted")
