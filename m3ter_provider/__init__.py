@@ -90,6 +90,18 @@ _CONFIG: dict[str, Any] = {
 }
 
 
+#: the ``m3ter://`` asset URI scheme (see :mod:`m3ter_provider.assets`); Airflow 3 reads
+#: ``asset-uris``, Airflow 2.11 ``dataset-uris``
+_ASSET_URIS: list[dict[str, Any]] = [
+    {
+        "schemes": ["m3ter"],
+        "handler": "m3ter_provider.assets.sanitize_uri",
+        "factory": "m3ter_provider.assets.create_asset",
+        "to_openlineage_converter": "m3ter_provider.assets.convert_asset_to_openlineage",
+    }
+]
+
+
 def get_provider_info() -> dict[str, Any]:
     """Describe this provider to Airflow's providers manager (``apache_airflow_provider`` entry point).
 
@@ -115,6 +127,8 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [{"integration-name": "m3ter", "python-modules": ["m3ter_provider.triggers.m3ter"]}],
         "extra-links": ["m3ter_provider.links.M3terConsoleLink"],
         "config": _CONFIG,
+        "asset-uris": _ASSET_URIS,
+        "dataset-uris": _ASSET_URIS,
         "connection-types": [
             {
                 "connection-type": "m3ter",

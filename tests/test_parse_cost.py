@@ -23,6 +23,7 @@ PARSED = (
     "m3ter_provider.sensors.m3ter",
     "m3ter_provider.hooks.m3ter",
     "m3ter_provider.links",
+    "m3ter_provider.assets",
 )
 TRIGGER = "m3ter_provider.triggers.m3ter"
 
