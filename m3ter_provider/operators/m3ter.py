@@ -18,6 +18,7 @@ from m3ter_provider.links import M3terConsoleLink, persist_console_link
 from m3ter_provider.operators._base import FILE_EXPIRED, M3terHookMixin, M3terJobOperatorBase, templated
 from m3ter_provider.operators._inputs import as_id_list, open_path, parse_rendered
 from m3ter_provider.operators._lineage import M3terExportLineageMixin
+from m3ter_provider.operators.asset_events import M3terAssetEventsMixin
 from m3ter_provider.operators.measurements import M3terSubmitMeasurementsOperator
 
 if TYPE_CHECKING:
@@ -123,7 +124,7 @@ class M3terOperator(M3terHookMixin, BaseOperator):
 _EXPORT_DATE_ARG = re.compile(r"(?<![\w.])(start_date|end_date)\b")
 
 
-class M3terDataExportOperator(M3terExportLineageMixin, M3terJobOperatorBase):
+class M3terDataExportOperator(M3terAssetEventsMixin, M3terExportLineageMixin, M3terJobOperatorBase):
     """Run an ad-hoc m3ter data export, wait for it and optionally download the file.
 
     ``USAGE`` exports need ``export_start_date`` and ``export_end_date`` and take optional ``meter_ids``,
@@ -159,10 +160,15 @@ class M3terDataExportOperator(M3terExportLineageMixin, M3terJobOperatorBase):
     :param poll_interval: seconds between two polls of the job.
     :param timeout: seconds to wait at most (``None``: no limit).
     :param deferrable: hand the wait to the triggerer (default ``[operators] default_deferrable``).
+    :param emit_asset_events: when the export succeeded, emit an asset event for
+        ``m3ter://<org id>/exports/<usage|operational>`` through the ``m3ter/exports`` alias outlet,
+        ``extra`` ``{"job_id", "source_type", "start_date", "end_date", "operational_data_types",
+        "destination", "bytes", "destination_ids"}``. Default True.
     :param m3ter_conn_id: the m3ter connection id.
     """
 
     job_kind = DATA_EXPORT
+    asset_event_kind = "exports"
     template_fields: Sequence[str] = (
         "export_start_date",
         "export_end_date",
@@ -277,10 +283,29 @@ class M3terDataExportOperator(M3terExportLineageMixin, M3terJobOperatorBase):
                 raise M3terConfigError(f"m3ter gave no download URL for data export {job_id}.")
             downloaded = self.hook.download(url, open_path(self.destination))
             result.update(destination=downloaded["destination"], bytes=downloaded["bytes"])
+        if self.job_kind.outcome(job) == "done":
+            self._emit_export_event(context, job_id, result)
         return result
 
+    def _emit_export_event(self, context: Context, job_id: str, result: dict[str, Any]) -> None:
+        from m3ter_provider.assets import export_asset
 
-class M3terBillJobOperator(M3terJobOperatorBase):
+        args = self._export_args()
+        source_type = str(args["source_type"]).upper()
+        extra = {
+            "job_id": job_id,
+            "source_type": source_type,
+            "start_date": args.get("start_date"),
+            "end_date": args.get("end_date"),
+            "operational_data_types": args.get("operational_data_types"),
+            "destination": result["destination"],
+            "bytes": result["bytes"],
+            "destination_ids": args.get("destination_ids"),
+        }
+        self.emit_asset_event(context, export_asset(self.hook.org_id, source_type.lower()), extra)
+
+
+class M3terBillJobOperator(M3terAssetEventsMixin, M3terJobOperatorBase):
     """Create an m3ter bill job, wait for it (or defer) and return the bills it produced.
 
     Returns ``{"job_id", "bill_job_id", "status", "bill_ids"}``. The job id goes to XCom (key
@@ -314,10 +339,14 @@ class M3terBillJobOperator(M3terJobOperatorBase):
     :param poll_interval: seconds between two polls of the job.
     :param timeout: seconds to wait at most (``None``: no limit).
     :param deferrable: hand the wait to the triggerer (default ``[operators] default_deferrable``).
+    :param emit_asset_events: when the bill job completed, emit an asset event for
+        ``m3ter://<org id>/bills`` through the ``m3ter/bills`` alias outlet, ``extra``
+        ``{"job_id", "bill_count", "bill_date", "billing_frequency"}``. Default True.
     :param m3ter_conn_id: the m3ter connection id.
     """
 
     job_kind = BILL_JOB
+    asset_event_kind = "bills"
     record_tries = True
     template_fields: Sequence[str] = (
         "account_ids",
@@ -385,6 +414,16 @@ class M3terBillJobOperator(M3terJobOperatorBase):
         bill_ids = self.hook.get_bill_ids(job) if done else []
         if done:
             self.log.info("m3ter bill job %s produced %s.", job_id, plural(len(bill_ids), "bill"))
+            from m3ter_provider.assets import bills_asset
+
+            body = self._body()
+            extra = {
+                "job_id": job_id,
+                "bill_count": len(bill_ids),
+                "bill_date": body.get("billDate"),
+                "billing_frequency": body.get("billingFrequency"),
+            }
+            self.emit_asset_event(context, bills_asset(self.hook.org_id), extra)
         return {
             "job_id": job_id,
             "bill_job_id": job_id,
