@@ -51,10 +51,16 @@ class M3terOperator(M3terHookMixin, BaseOperator):
     :param page_size: m3ter's ``pageSize`` when paginating (usually at most 100 or 200).
     :param response_filter: a callable applied to the answer (the list, with ``paginate``) before it
         goes to XCom; what it returns must be JSON-serialisable.
+    :param output_path: write the answer to this file as JSON Lines instead of returning it: a local
+        path, an ``ObjectStoragePath`` or a ``scheme://`` URL. With ``paginate`` the items are
+        streamed page by page (memory stays flat however many there are); a list answer is one
+        line per item, any other answer one line. The task then returns only
+        ``{"path", "items", "bytes"}``. Without it, a result over 100 KB of JSON draws a warning
+        (XCom lives in Airflow's metadata database). (templated)
     :param m3ter_conn_id: the m3ter connection id.
     """
 
-    template_fields: Sequence[str] = ("endpoint", "query_params", "json", "data")
+    template_fields: Sequence[str] = ("endpoint", "query_params", "json", "data", "output_path")
     template_fields_renderers = {"query_params": "json", "json": "json", "data": "json"}
     operator_extra_links = (M3terConsoleLink(),)
 
@@ -69,6 +75,7 @@ class M3terOperator(M3terHookMixin, BaseOperator):
         paginate: bool = False,
         page_size: int | None = None,
         response_filter: Callable[[Any], Any] | None = None,
+        output_path: Any = None,
         m3ter_conn_id: str = M3terHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
@@ -84,6 +91,11 @@ class M3terOperator(M3terHookMixin, BaseOperator):
             raise M3terConfigError(f"paginate=True needs method='GET' (list endpoints), not {method!r}.")
         if response_filter is not None and not callable(response_filter):
             raise M3terConfigError("response_filter must be a callable taking the answer.")
+        if response_filter is not None and output_path is not None:
+            raise M3terConfigError(
+                "response_filter needs the whole answer in memory, output_path streams it to a file: "
+                "give one or the other (filter the file in the next task)."
+            )
         self.endpoint = endpoint
         self.method = method
         self.query_params = query_params
@@ -92,6 +104,7 @@ class M3terOperator(M3terHookMixin, BaseOperator):
         self.paginate = paginate
         self.page_size = page_size
         self.response_filter = response_filter
+        self.output_path = output_path
         self.m3ter_conn_id = m3ter_conn_id
 
     def execute(self, context: Context) -> Any:
@@ -101,6 +114,8 @@ class M3terOperator(M3terHookMixin, BaseOperator):
             raise M3terConfigError(f"query_params must be a dict, not {type(params).__name__}.")
         body = parse_rendered(self.json if self.json is not None else self.data, "json")
         persist_console_link(context, self.hook.console_url)
+        if self.output_path is not None and str(self.output_path).strip():
+            return self._to_file(endpoint, params, body)
         if self.paginate:
             result: Any = list(self.hook.paginate(endpoint, params=params, page_size=self.page_size))
             self.log.info("Read %s from m3ter %s.", plural(len(result), "item"), endpoint)
@@ -117,7 +132,30 @@ class M3terOperator(M3terHookMixin, BaseOperator):
                     f"the result of {self.method} {endpoint} is not JSON-serialisable ({exc}): make "
                     "response_filter return lists, dicts, strings and numbers, or set do_xcom_push=False."
                 ) from None
+            from m3ter_provider.core.results import warn_if_large
+
+            warn_if_large(
+                result,
+                f"the result of {self.method} {endpoint}",
+                self.log,
+                fix="give output_path to write it to a file (JSON Lines) and push only its path and count",
+            )
         return result
+
+    def _to_file(self, endpoint: str, params: Any, body: Any) -> dict[str, Any]:
+        """Stream the answer to ``output_path`` as JSON Lines; return ``{"path", "items", "bytes"}``."""
+        from m3ter_provider.core.results import write_json_lines
+
+        if self.paginate:
+            items: Any = self.hook.paginate(endpoint, params=params, page_size=self.page_size)
+        else:
+            answer = self.hook.request(self.method, endpoint, params=params, json=body)
+            items = answer if isinstance(answer, list) else [answer]
+        written = write_json_lines(items, open_path(self.output_path))
+        self.log.info(
+            "Wrote %s from m3ter %s to %s.", plural(written["items"], "item"), endpoint, written["path"]
+        )
+        return written
 
 
 #: the hook's date arguments, as named in an error message, and not already export_*
