@@ -147,11 +147,13 @@ class M3terOperator(M3terHookMixin, BaseOperator):
         from m3ter_provider.core.results import write_json_lines
 
         if self.paginate:
-            items: Any = self.hook.paginate(endpoint, params=params, page_size=self.page_size)
+            written = self.hook.paginate_to_file(
+                endpoint, open_path(self.output_path), params=params, page_size=self.page_size
+            )
         else:
             answer = self.hook.request(self.method, endpoint, params=params, json=body)
             items = answer if isinstance(answer, list) else [answer]
-        written = write_json_lines(items, open_path(self.output_path))
+            written = write_json_lines(items, open_path(self.output_path))
         self.log.info(
             "Wrote %s from m3ter %s to %s.", plural(written["items"], "item"), endpoint, written["path"]
         )
@@ -319,7 +321,8 @@ class M3terDataExportOperator(M3terAssetEventsMixin, M3terExportLineageMixin, M3
             url = self.hook.get_export_download_url(job_id).get("url")
             if not url:
                 raise M3terConfigError(f"m3ter gave no download URL for data export {job_id}.")
-            downloaded = self.hook.download(url, open_path(self.destination))
+            export_name = str(self.source_type).lower()
+            downloaded = self.hook.download(url, open_path(self.destination), export_name=export_name)
             result.update(destination=downloaded["destination"], bytes=downloaded["bytes"])
         if self.job_kind.outcome(job) == "done":
             self._emit_export_event(context, job_id, result)
