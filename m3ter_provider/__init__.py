@@ -122,9 +122,19 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "operators": [{"integration-name": "m3ter", "python-modules": ["m3ter_provider.operators.m3ter"]}],
-        "sensors": [{"integration-name": "m3ter", "python-modules": ["m3ter_provider.sensors.m3ter"]}],
+        "sensors": [
+            {
+                "integration-name": "m3ter",
+                "python-modules": ["m3ter_provider.sensors.m3ter", "m3ter_provider.sensors.events"],
+            }
+        ],
         "hooks": [{"integration-name": "m3ter", "python-modules": ["m3ter_provider.hooks.m3ter"]}],
-        "triggers": [{"integration-name": "m3ter", "python-modules": ["m3ter_provider.triggers.m3ter"]}],
+        "triggers": [
+            {
+                "integration-name": "m3ter",
+                "python-modules": ["m3ter_provider.triggers.m3ter", "m3ter_provider.triggers.events"],
+            }
+        ],
         "extra-links": ["m3ter_provider.links.M3terConsoleLink"],
         "config": _CONFIG,
         "asset-uris": _ASSET_URIS,
