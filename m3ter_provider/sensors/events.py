@@ -30,6 +30,9 @@ class M3terEventSensor(M3terHookMixin, BaseSensorOperator):
     :param start_after: only Events after this ISO-8601 time (default: when the DAG run started,
         so a retry or a reschedule still sees an Event that came meanwhile). (templated)
     :param deferrable: wait in the triggerer (default ``[operators] default_deferrable``).
+    :param start_from_trigger: start in the triggerer straight away, with no worker slot at all
+        (Airflow's ``start_from_trigger``). The arguments must then be plain values (no templates),
+        and ``start_after`` defaults to the trigger's first poll instead of the DAG run's start.
     :param m3ter_conn_id: the m3ter connection id.
     """
 
@@ -43,6 +46,7 @@ class M3terEventSensor(M3terHookMixin, BaseSensorOperator):
         start_after: str | None = None,
         m3ter_conn_id: str = M3terHook.default_conn_name,
         deferrable: bool | None = None,
+        start_from_trigger: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -56,6 +60,37 @@ class M3terEventSensor(M3terHookMixin, BaseSensorOperator):
         self.start_after = start_after
         self.m3ter_conn_id = m3ter_conn_id
         self.deferrable = default_deferrable() if deferrable is None else deferrable
+        self.start_from_trigger = bool(start_from_trigger)
+        if self.start_from_trigger:
+            self.start_trigger_args = self._start_trigger_args(max(seconds, MIN_POLL_INTERVAL))
+
+    def _start_trigger_args(self, poll_interval: float) -> Any:
+        """What Airflow starts the trigger with when the task starts in the triggerer."""
+        from airflow.triggers.base import StartTriggerArgs
+
+        from m3ter_provider.errors import M3terConfigError
+        from m3ter_provider.operators._base import templated
+
+        if templated(self.event_name, self.filters, self.start_after):
+            raise M3terConfigError(
+                "start_from_trigger=True takes plain values: event_name, filters and start_after are "
+                "passed to the trigger as written, not rendered. Drop the template or start_from_trigger."
+            )
+        timeout = _seconds(self.timeout)
+        return StartTriggerArgs(
+            trigger_cls="m3ter_provider.triggers.events.M3terEventTrigger",
+            trigger_kwargs={
+                "event_name": self.event_name,
+                "m3ter_conn_id": self.m3ter_conn_id,
+                "filters": dict(self.filters or {}),
+                "start_after": self.start_after,
+                "poll_interval": poll_interval,
+                "fire_once": True,
+            },
+            next_method="execute_complete",
+            next_kwargs=None,
+            timeout=None if timeout is None else dt.timedelta(seconds=timeout),
+        )
 
     def _since(self, context: Context) -> str:
         from m3ter_provider.core.events import iso, parse_time

@@ -80,3 +80,32 @@ def test_bad_arguments_fail_at_parse_time():
         M3terEventSensor(task_id="wait", event_name="")
     with pytest.raises(M3terConfigError, match="unknown Events filter"):
         M3terEventSensor(task_id="wait", event_name=BILL, filters={"nope": 1})
+
+
+def test_start_from_trigger_hands_airflow_the_trigger_to_start(emu):
+    import importlib
+
+    start = emu.add_event(BILL, {})
+    sensor = M3terEventSensor(
+        task_id="wait",
+        event_name=BILL,
+        start_after=start["eventTime"],
+        start_from_trigger=True,
+        poke_interval=2,
+    )
+    args = sensor.start_trigger_args
+    assert sensor.start_from_trigger and args.next_method == "execute_complete"
+    module, _, name = args.trigger_cls.rpartition(".")
+    trigger = getattr(importlib.import_module(module), name)(**args.trigger_kwargs)  # as the triggerer does
+    wanted = emu.add_event(BILL, {"n": 1})
+
+    async def run() -> list:
+        return [event async for event in trigger.run()]
+
+    (event,) = asyncio.run(run())
+    assert sensor.execute_complete(make_context(sensor), event.payload)["id"] == wanted["id"]
+
+
+def test_start_from_trigger_refuses_templates():
+    with pytest.raises(M3terConfigError, match="start_from_trigger=True takes plain values"):
+        M3terEventSensor(task_id="wait", event_name=BILL, start_after="{{ ds }}", start_from_trigger=True)
