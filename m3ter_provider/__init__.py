@@ -90,6 +90,18 @@ _CONFIG: dict[str, Any] = {
 }
 
 
+#: the ``m3ter://`` asset URI scheme (see :mod:`m3ter_provider.assets`); Airflow 3 reads
+#: ``asset-uris``, Airflow 2.11 ``dataset-uris``
+_ASSET_URIS: list[dict[str, Any]] = [
+    {
+        "schemes": ["m3ter"],
+        "handler": "m3ter_provider.assets.sanitize_uri",
+        "factory": "m3ter_provider.assets.create_asset",
+        "to_openlineage_converter": "m3ter_provider.assets.convert_asset_to_openlineage",
+    }
+]
+
+
 def get_provider_info() -> dict[str, Any]:
     """Describe this provider to Airflow's providers manager (``apache_airflow_provider`` entry point).
 
@@ -128,11 +140,23 @@ def get_provider_info() -> dict[str, Any]:
                 "python-module": "m3ter_provider.transfers.sql_to_m3ter",
             }
         ],
-        "sensors": [{"integration-name": "m3ter", "python-modules": ["m3ter_provider.sensors.m3ter"]}],
+        "sensors": [
+            {
+                "integration-name": "m3ter",
+                "python-modules": ["m3ter_provider.sensors.m3ter", "m3ter_provider.sensors.events"],
+            }
+        ],
         "hooks": [{"integration-name": "m3ter", "python-modules": ["m3ter_provider.hooks.m3ter"]}],
-        "triggers": [{"integration-name": "m3ter", "python-modules": ["m3ter_provider.triggers.m3ter"]}],
+        "triggers": [
+            {
+                "integration-name": "m3ter",
+                "python-modules": ["m3ter_provider.triggers.m3ter", "m3ter_provider.triggers.events"],
+            }
+        ],
         "extra-links": ["m3ter_provider.links.M3terConsoleLink"],
         "config": _CONFIG,
+        "asset-uris": _ASSET_URIS,
+        "dataset-uris": _ASSET_URIS,
         "connection-types": [
             {
                 "connection-type": "m3ter",

@@ -26,6 +26,9 @@ PARSED = (
     "m3ter_provider.sensors.m3ter",
     "m3ter_provider.hooks.m3ter",
     "m3ter_provider.links",
+    "m3ter_provider.assets",
+    "m3ter_provider.sensors.events",
+    "m3ter_provider.operators.asset_events",
 )
 TRIGGER = "m3ter_provider.triggers.m3ter"
 

@@ -239,14 +239,17 @@ class M3terHook(BaseHook):
         :raises M3terIngestError: anything failed part-way: it names how many measurements and
             batches m3ter accepted and the namespace; re-run with it to send the rest.
         """
+        from m3ter_provider.core.ingest.tally import MeterTally
         from m3ter_provider.hooks._namespaces import namespace_for_call
 
         namespace, source, warning = namespace_for_call(uid_namespace)
         if warning:
             self.log.warning("%s", warning)
         self.log.info("Measurement uids derive from namespace %s (%s).", namespace, source)
+        # counted per Meter as the ingest reads them, for hook lineage (and the operator's asset events)
+        tally = measurements if isinstance(measurements, MeterTally) else MeterTally(measurements)
         summary = self.client.submit_measurements(
-            measurements,
+            tally,
             uid_namespace=namespace,
             concurrency=concurrency,
             check_ingest_failures=check_ingest_failures,
@@ -254,7 +257,17 @@ class M3terHook(BaseHook):
             logger=self.log,
         )
         summary["uid_namespace"] = namespace
+        self._report_ingest_lineage(tally)
         return summary
+
+    def _report_ingest_lineage(self, tally: Any) -> None:
+        """Hook lineage of a submission: the file read (if any) in, each Meter sent to out."""
+        from m3ter_provider.hooks import lineage
+
+        if lineage.is_file_source(tally):
+            lineage.report_file(self, "input", tally)
+        for meter in tally.summary():
+            lineage.report_m3ter(self, "output", "meters", meter)
 
     # ---------------------------------------------------------------- long-running jobs
     @fails_fast
@@ -295,14 +308,50 @@ class M3terHook(BaseHook):
         return jobs.export_download_url(self.client, job_id)
 
     @fails_fast
-    def download(self, url: str, destination: Destination) -> dict[str, Any]:
+    def download(self, url: str, destination: Destination, *, export_name: str = "adhoc") -> dict[str, Any]:
         """Stream a presigned URL to a local path or an ``ObjectStoragePath``; never sends the token there.
 
+        Reports hook lineage: ``m3ter://<org id>/exports/<export_name>`` in, the file out.
+
+        :param export_name: the export's schedule id or kind (``usage``, ``operational``), for lineage.
         :return: ``{"destination": str, "bytes": n}``.
         """
         from m3ter_provider.core.download import download
+        from m3ter_provider.hooks import lineage
 
-        return download(self.client, url, destination)
+        result = download(self.client, url, destination)
+        lineage.report_m3ter(self, "input", "exports", export_name)
+        lineage.report_file(self, "output", destination)
+        return result
+
+    def paginate_to_file(
+        self,
+        path: str,
+        destination: Any,
+        *,
+        params: Mapping[str, Any] | None = None,
+        page_size: int | None = None,
+    ) -> dict[str, Any]:
+        """Stream every item of a list endpoint to a file as JSON Lines, one page in memory at a time.
+
+        The file is written under a temporary name and renamed into place when complete. Reports
+        hook lineage: the collection in (``m3ter://<org id>/accounts``, ``bills``, ``statements``;
+        other paths report none), the file out.
+
+        :param path: the list endpoint (``"accounts"``).
+        :param destination: a local path or an ``ObjectStoragePath``.
+        :return: ``{"path": str, "items": n, "bytes": b}``.
+        """
+        from m3ter_provider.assets import COLLECTION_KINDS
+        from m3ter_provider.core.results import write_json_lines
+        from m3ter_provider.hooks import lineage
+
+        result = write_json_lines(self.paginate(path, params=params, page_size=page_size), destination)
+        kind = path.strip("/").split("/")[0].split("?")[0]
+        if kind in COLLECTION_KINDS and "/" not in path.strip("/"):
+            lineage.report_m3ter(self, "input", kind)
+        lineage.report_file(self, "output", destination)
+        return result
 
     def test_connection(self) -> tuple[bool, str]:
         """Exchange the credentials and read the Organization's config; say which step failed.

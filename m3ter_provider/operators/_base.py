@@ -38,27 +38,6 @@ FILE_EXPIRED = "FILE_EXPIRED"
 UNFOLLOWABLE = frozenset({JOB_NOT_FOUND, FILE_EXPIRED})
 
 
-def templated(*values: Any) -> bool:
-    """Whether any value (or any item of a list or dict) still holds Jinja or an XComArg.
-
-    Arguments are checked when the DAG is parsed only where they hold no template; the others are
-    checked once rendered.
-    """
-    for value in values:
-        if isinstance(value, str):
-            if "{{" in value or "{%" in value:
-                return True
-        elif isinstance(value, dict):
-            if templated(*value.keys(), *value.values()):
-                return True
-        elif isinstance(value, (list, tuple, set)):
-            if templated(*value):
-                return True
-        elif value is not None and not isinstance(value, (int, float, bool)) and hasattr(value, "resolve"):
-            return True  # an XComArg (task.output) or another lazily resolved value
-    return False
-
-
 def _variables() -> Any:
     """Airflow's ``Variable`` (the Task SDK's on Airflow 3, the metadata DB model on 2.x)."""
     from airflow.providers.common.compat.sdk import Variable

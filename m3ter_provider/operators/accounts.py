@@ -9,8 +9,9 @@ from airflow.providers.common.compat.sdk import BaseOperator
 from m3ter_provider.errors import M3terConfigError, M3terError
 from m3ter_provider.hooks.m3ter import M3terHook
 from m3ter_provider.hooks.permanent import fails_fast
-from m3ter_provider.operators._base import M3terHookMixin, templated
+from m3ter_provider.operators._base import M3terHookMixin
 from m3ter_provider.operators.inputs import open_path, parse_rendered
+from m3ter_provider.tasks import templated
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence

@@ -15,8 +15,9 @@ from m3ter_provider.core.jobs import BILL_JOB
 from m3ter_provider.errors import M3terConfigError
 from m3ter_provider.hooks.m3ter import M3terHook
 from m3ter_provider.hooks.permanent import fails_fast
-from m3ter_provider.operators._base import M3terHookMixin, M3terJobOperatorBase, templated
+from m3ter_provider.operators._base import M3terHookMixin, M3terJobOperatorBase
 from m3ter_provider.operators.inputs import as_id_list
+from m3ter_provider.tasks import templated
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

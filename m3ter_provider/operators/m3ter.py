@@ -16,11 +16,13 @@ from m3ter_provider.errors import M3terConfigError
 from m3ter_provider.hooks.m3ter import M3terHook
 from m3ter_provider.hooks.permanent import fails_fast
 from m3ter_provider.links import M3terConsoleLink, persist_console_link
-from m3ter_provider.operators._base import FILE_EXPIRED, M3terHookMixin, M3terJobOperatorBase, templated
+from m3ter_provider.operators._base import FILE_EXPIRED, M3terHookMixin, M3terJobOperatorBase
 from m3ter_provider.operators._lineage import M3terExportLineageMixin
+from m3ter_provider.operators.asset_events import M3terAssetEventsMixin
 from m3ter_provider.operators.inputs import as_id_list, open_path, parse_rendered
 from m3ter_provider.operators.measurements import M3terSubmitMeasurementsOperator
 from m3ter_provider.operators.slices import M3terSplitMeasurementsOperator
+from m3ter_provider.tasks import templated
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -55,10 +57,16 @@ class M3terOperator(M3terHookMixin, BaseOperator):
     :param page_size: m3ter's ``pageSize`` when paginating (usually at most 100 or 200).
     :param response_filter: a callable applied to the answer (the list, with ``paginate``) before it
         goes to XCom; what it returns must be JSON-serialisable.
+    :param output_path: write the answer to this file as JSON Lines instead of returning it: a local
+        path, an ``ObjectStoragePath`` or a ``scheme://`` URL. With ``paginate`` the items are
+        streamed page by page (memory stays flat however many there are); a list answer is one
+        line per item, any other answer one line. The task then returns only
+        ``{"path", "items", "bytes"}``. Without it, a result over 100 KB of JSON draws a warning
+        (XCom lives in Airflow's metadata database). (templated)
     :param m3ter_conn_id: the m3ter connection id.
     """
 
-    template_fields: Sequence[str] = ("endpoint", "query_params", "json", "data")
+    template_fields: Sequence[str] = ("endpoint", "query_params", "json", "data", "output_path")
     template_fields_renderers = {"query_params": "json", "json": "json", "data": "json"}
     operator_extra_links = (M3terConsoleLink(),)
 
@@ -73,6 +81,7 @@ class M3terOperator(M3terHookMixin, BaseOperator):
         paginate: bool = False,
         page_size: int | None = None,
         response_filter: Callable[[Any], Any] | None = None,
+        output_path: Any = None,
         m3ter_conn_id: str = M3terHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
@@ -88,6 +97,11 @@ class M3terOperator(M3terHookMixin, BaseOperator):
             raise M3terConfigError(f"paginate=True needs method='GET' (list endpoints), not {method!r}.")
         if response_filter is not None and not callable(response_filter):
             raise M3terConfigError("response_filter must be a callable taking the answer.")
+        if response_filter is not None and output_path is not None:
+            raise M3terConfigError(
+                "response_filter needs the whole answer in memory, output_path streams it to a file: "
+                "give one or the other (filter the file in the next task)."
+            )
         self.endpoint = endpoint
         self.method = method
         self.query_params = query_params
@@ -96,6 +110,7 @@ class M3terOperator(M3terHookMixin, BaseOperator):
         self.paginate = paginate
         self.page_size = check_page_size(page_size)
         self.response_filter = response_filter
+        self.output_path = output_path
         self.m3ter_conn_id = m3ter_conn_id
 
     @fails_fast
@@ -106,6 +121,8 @@ class M3terOperator(M3terHookMixin, BaseOperator):
             raise M3terConfigError(f"query_params must be a dict, not {type(params).__name__}.")
         body = parse_rendered(self.json if self.json is not None else self.data, "json")
         persist_console_link(context, self.hook.console_url)
+        if self.output_path is not None and str(self.output_path).strip():
+            return self._to_file(endpoint, params, body)
         if self.paginate:
             result: Any = list(self.hook.paginate(endpoint, params=params, page_size=self.page_size))
             self.log.info("Read %s from m3ter %s.", plural(len(result), "item"), endpoint)
@@ -122,14 +139,39 @@ class M3terOperator(M3terHookMixin, BaseOperator):
                     f"the result of {self.method} {endpoint} is not JSON-serialisable ({exc}): make "
                     "response_filter return lists, dicts, strings and numbers, or set do_xcom_push=False."
                 ) from None
+            from m3ter_provider.core.results import warn_if_large
+
+            warn_if_large(
+                result,
+                f"the result of {self.method} {endpoint}",
+                self.log,
+                fix="give output_path to write it to a file (JSON Lines) and push only its path and count",
+            )
         return result
+
+    def _to_file(self, endpoint: str, params: Any, body: Any) -> dict[str, Any]:
+        """Stream the answer to ``output_path`` as JSON Lines; return ``{"path", "items", "bytes"}``."""
+        from m3ter_provider.core.results import write_json_lines
+
+        if self.paginate:
+            written = self.hook.paginate_to_file(
+                endpoint, open_path(self.output_path), params=params, page_size=self.page_size
+            )
+        else:
+            answer = self.hook.request(self.method, endpoint, params=params, json=body)
+            items = answer if isinstance(answer, list) else [answer]
+            written = write_json_lines(items, open_path(self.output_path))
+        self.log.info(
+            "Wrote %s from m3ter %s to %s.", plural(written["items"], "item"), endpoint, written["path"]
+        )
+        return written
 
 
 #: the hook's date arguments, as named in an error message, and not already export_*
 _EXPORT_DATE_ARG = re.compile(r"(?<![\w.])(start_date|end_date)\b")
 
 
-class M3terDataExportOperator(M3terExportLineageMixin, M3terJobOperatorBase):
+class M3terDataExportOperator(M3terAssetEventsMixin, M3terExportLineageMixin, M3terJobOperatorBase):
     """Run an ad-hoc m3ter data export, wait for it and optionally download the file.
 
     ``USAGE`` exports need ``export_start_date`` and ``export_end_date`` and take optional ``meter_ids``,
@@ -165,10 +207,15 @@ class M3terDataExportOperator(M3terExportLineageMixin, M3terJobOperatorBase):
     :param poll_interval: seconds between two polls of the job.
     :param timeout: seconds to wait at most (``None``: no limit).
     :param deferrable: hand the wait to the triggerer (default ``[operators] default_deferrable``).
+    :param emit_asset_events: when the export succeeded, emit an asset event for
+        ``m3ter://<org id>/exports/<usage|operational>`` through the ``m3ter/exports`` alias outlet,
+        ``extra`` ``{"job_id", "source_type", "start_date", "end_date", "operational_data_types",
+        "destination", "bytes", "destination_ids"}``. Default True.
     :param m3ter_conn_id: the m3ter connection id.
     """
 
     job_kind = DATA_EXPORT
+    asset_event_kind = "exports"
     template_fields: Sequence[str] = (
         "export_start_date",
         "export_end_date",
@@ -281,12 +328,32 @@ class M3terDataExportOperator(M3terExportLineageMixin, M3terJobOperatorBase):
             url = self.hook.get_export_download_url(job_id).get("url")
             if not url:
                 raise M3terConfigError(f"m3ter gave no download URL for data export {job_id}.")
-            downloaded = self.hook.download(url, open_path(self.destination))
+            export_name = str(self.source_type).lower()
+            downloaded = self.hook.download(url, open_path(self.destination), export_name=export_name)
             result.update(destination=downloaded["destination"], bytes=downloaded["bytes"])
+        if self.job_kind.outcome(job) == "done":
+            self._emit_export_event(context, job_id, result)
         return result
 
+    def _emit_export_event(self, context: Context, job_id: str, result: dict[str, Any]) -> None:
+        from m3ter_provider.assets import export_asset
 
-class M3terBillJobOperator(M3terJobOperatorBase):
+        args = self._export_args()
+        source_type = str(args["source_type"]).upper()
+        extra = {
+            "job_id": job_id,
+            "source_type": source_type,
+            "start_date": args.get("start_date"),
+            "end_date": args.get("end_date"),
+            "operational_data_types": args.get("operational_data_types"),
+            "destination": result["destination"],
+            "bytes": result["bytes"],
+            "destination_ids": args.get("destination_ids"),
+        }
+        self.emit_asset_event(context, export_asset(self.hook.org_id, source_type.lower()), extra)
+
+
+class M3terBillJobOperator(M3terAssetEventsMixin, M3terJobOperatorBase):
     """Create an m3ter bill job, wait for it (or defer) and return the bills it produced.
 
     Returns ``{"job_id", "bill_job_id", "status", "bill_ids"}``. The job id goes to XCom (key
@@ -320,10 +387,14 @@ class M3terBillJobOperator(M3terJobOperatorBase):
     :param poll_interval: seconds between two polls of the job.
     :param timeout: seconds to wait at most (``None``: no limit).
     :param deferrable: hand the wait to the triggerer (default ``[operators] default_deferrable``).
+    :param emit_asset_events: when the bill job completed, emit an asset event for
+        ``m3ter://<org id>/bills`` through the ``m3ter/bills`` alias outlet, ``extra``
+        ``{"job_id", "bill_count", "bill_date", "billing_frequency"}``. Default True.
     :param m3ter_conn_id: the m3ter connection id.
     """
 
     job_kind = BILL_JOB
+    asset_event_kind = "bills"
     record_tries = True
     template_fields: Sequence[str] = (
         "account_ids",
@@ -391,6 +462,16 @@ class M3terBillJobOperator(M3terJobOperatorBase):
         bill_ids = self.hook.get_bill_ids(job) if done else []
         if done:
             self.log.info("m3ter bill job %s produced %s.", job_id, plural(len(bill_ids), "bill"))
+            from m3ter_provider.assets import bills_asset
+
+            body = self._body()
+            extra = {
+                "job_id": job_id,
+                "bill_count": len(bill_ids),
+                "bill_date": body.get("billDate"),
+                "billing_frequency": body.get("billingFrequency"),
+            }
+            self.emit_asset_event(context, bills_asset(self.hook.org_id), extra)
         return {
             "job_id": job_id,
             "bill_job_id": job_id,

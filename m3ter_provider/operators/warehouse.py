@@ -13,15 +13,9 @@ from m3ter_provider.errors import M3terAPIError, M3terConfigError
 from m3ter_provider.hooks.m3ter import M3terHook
 from m3ter_provider.hooks.permanent import fails_fast
 from m3ter_provider.links import M3terConsoleLink, persist_console_link
-from m3ter_provider.operators._base import (
-    M3terHookMixin,
-    TryRecord,
-    default_deferrable,
-    job_from_event,
-    templated,
-)
+from m3ter_provider.operators._base import M3terHookMixin, TryRecord, default_deferrable, job_from_event
 from m3ter_provider.operators.inputs import as_id_list, measurements_from_value, open_path, parse_rendered
-from m3ter_provider.tasks import task_uid_namespace
+from m3ter_provider.tasks import task_uid_namespace, templated
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

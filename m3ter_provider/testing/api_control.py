@@ -51,6 +51,7 @@ def register(router: Router, app: EmulatorApp) -> None:
     control("POST", "/_emulator/seed", partial(seed, app))
     control("GET", "/_emulator/limits", lambda req: json_response({"limits": app.limiter.limits.as_dict()}))
     control("POST", "/_emulator/limits", partial(set_limits, app))
+    control("POST", "/_emulator/events", partial(add_event, app))
     router.add("GET", "/_emulator/downloads/{token}", partial(download, app), auth=False)
 
 
@@ -126,3 +127,15 @@ def download(app: EmulatorApp, req: Request) -> Response:
         app.stats.authorization_on_download += 1
     stored = app.urls.fetch(req.params["token"])
     return Response(200, stored.content, stored.content_type)
+
+
+def add_event(app: EmulatorApp, req: Request) -> Response:
+    """``{"eventName": ..., "eventData": {...}, "accountId": ...}``: record one Event, as m3ter would."""
+    body = req.json_object()
+    name = body.get("eventName")
+    data = body.get("eventData", {})
+    if not isinstance(name, str) or not name or not isinstance(data, dict):
+        raise ApiError(400, "give eventName (a string) and eventData (an object)")
+    with app.lock:
+        event = app.events.record_event(name, data, body.get("accountId"))
+    return json_response(event)

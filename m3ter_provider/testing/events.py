@@ -175,3 +175,21 @@ class EventLog:
     def newest_first(self) -> list[StoredEvent]:
         """Every event, newest first (as m3ter lists: the first page holds the newest)."""
         return sorted(self.events.values(), key=lambda stored: stored.seq, reverse=True)
+
+    def record_event(self, event_name: str, event_data: dict, account_id: str | None = None) -> dict:
+        """Store one Event of any name (``m3terEvent.eventData`` as given); return it."""
+        event_id = new_id()
+        now = utcnow()
+        event = {
+            "id": event_id,
+            "eventName": event_name,
+            "eventTime": iso(now),
+            "m3terEvent": {
+                "eventName": event_name,
+                "eventTime": iso(now),
+                "eventData": copy.deepcopy(event_data),
+            },
+        }
+        stored = StoredEvent(self._next_seq(), event, account_id, "", b"")
+        self.events[event_id] = stored
+        return copy.deepcopy(event)

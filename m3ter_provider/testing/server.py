@@ -354,6 +354,13 @@ class M3terEmulator:
         """Create entities directly (no validation); return them with id, version and audit fields."""
         return seed_entities(self._app, collection, items)
 
+    def add_event(
+        self, event_name: str, event_data: dict | None = None, account_id: str | None = None
+    ) -> dict:
+        """Record one m3ter Event (served by ``GET /events``), as ``POST /_emulator/events`` does."""
+        with self._app.lock:
+            return self._app.events.record_event(event_name, event_data or {}, account_id)
+
     def reset(self) -> None:
         """Clear data, stats, faults, jobs and tokens."""
         self._app.reset()

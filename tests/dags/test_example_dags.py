@@ -25,9 +25,13 @@ EXAMPLE_DAG_IDS = {
     "example_m3ter_mapped_ingest",
     "example_m3ter_warehouse",
     "example_m3ter_month_end",  # run end to end by tests/dags/test_example_month_end.py
+    "example_m3ter_bill_events",  # run by tests/dags/test_example_bill_events.py
 }
 #: example DAGs with a schedule (the rest are schedule=None)
-SCHEDULED = {"example_m3ter_daily_usage": "CronDataIntervalTimetable"}
+SCHEDULED = {
+    "example_m3ter_daily_usage": "CronDataIntervalTimetable",
+    "example_m3ter_bill_events": "AssetTriggeredTimetable",  # an AssetWatcher on m3ter's Events
+}
 
 
 def dag_bag(folder: pathlib.Path) -> Any:
