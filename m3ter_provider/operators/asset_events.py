@@ -18,7 +18,7 @@ For an operator author, one line each::
             self.emit_asset_event(context, statements_asset(self.hook.org_id), {"job_id": job_id})
 
 The mixin adds ``emit_asset_events`` (default True) to the operator: False declares no alias and
-emits nothing. On Airflow 2.11 the same code emits dataset events (``DatasetAlias``, ``Dataset``).
+emits nothing. On Airflow 2.11 nothing is declared or emitted (asset events are Airflow 3's model).
 """
 
 from __future__ import annotations
@@ -103,7 +103,12 @@ class M3terAssetEventsMixin:
     asset_event_kind: ClassVar[str]
 
     def __init__(self, *, emit_asset_events: bool = True, **kwargs: Any) -> None:
-        self.emit_asset_events = bool(emit_asset_events)
+        from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_0_PLUS
+
+        # Airflow 3's data model: on 2.11 a dataset event through an alias fails the task inside
+        # Airflow ("Can't flush None value found in collection DatasetModel.aliases" under dag.test),
+        # so 2.11 declares and emits nothing
+        self.emit_asset_events = bool(emit_asset_events) and AIRFLOW_V_3_0_PLUS
         if self.emit_asset_events:
             kwargs["outlets"] = [*_as_list(kwargs.get("outlets")), asset_alias(self.asset_event_kind)]
         super().__init__(**kwargs)
