@@ -50,7 +50,7 @@ class M3terOperator(M3terHookMixin, BaseOperator):
     :param page_size: m3ter's ``pageSize`` when paginating (usually at most 100 or 200).
     :param response_filter: a callable applied to the answer (the list, with ``paginate``) before it
         goes to XCom; what it returns must be JSON-serialisable.
-    :param m3ter_conn_id: the m3ter connection id.
+    :param str m3ter_conn_id: the m3ter connection id.
     """
 
     template_fields: Sequence[str] = ("endpoint", "query_params", "json", "data")
@@ -155,11 +155,11 @@ class M3terDataExportOperator(M3terExportLineageMixin, M3terJobOperatorBase):
         such as ``s3://bucket/key`` (read as an ``ObjectStoragePath``). (templated)
     :param destination_ids: m3ter export destinations (S3, GCS) to also deliver to. (templated)
     :param export_fields: further fields of m3ter's ad-hoc export request, passed as they are.
-    :param wait_for_completion: wait for the export (needed to download); else return once started.
-    :param poll_interval: seconds between two polls of the job.
-    :param timeout: seconds to wait at most (``None``: no limit).
-    :param deferrable: hand the wait to the triggerer (default ``[operators] default_deferrable``).
-    :param m3ter_conn_id: the m3ter connection id.
+    :param bool wait_for_completion: wait for the export (needed to download); else return once started.
+    :param float poll_interval: seconds between two polls of the job.
+    :param float timeout: seconds to wait at most (``None``: no limit).
+    :param bool deferrable: hand the wait to the triggerer (default ``[operators] default_deferrable``).
+    :param str m3ter_conn_id: the m3ter connection id.
     """
 
     job_kind = DATA_EXPORT
@@ -310,11 +310,11 @@ class M3terBillJobOperator(M3terJobOperatorBase):
     :param due_date: the bills' due date, ``YYYY-MM-DD``. (templated)
     :param bill_job_fields: further fields of m3ter's ``BillJobRequest`` (``targetCurrency``,
         ``billFrequencyInterval``, ``timezone``...), passed as they are. (templated)
-    :param wait_for_completion: wait for the job; else return once it is created.
-    :param poll_interval: seconds between two polls of the job.
-    :param timeout: seconds to wait at most (``None``: no limit).
-    :param deferrable: hand the wait to the triggerer (default ``[operators] default_deferrable``).
-    :param m3ter_conn_id: the m3ter connection id.
+    :param bool wait_for_completion: wait for the job; else return once it is created.
+    :param float poll_interval: seconds between two polls of the job.
+    :param float timeout: seconds to wait at most (``None``: no limit).
+    :param bool deferrable: hand the wait to the triggerer (default ``[operators] default_deferrable``).
+    :param str m3ter_conn_id: the m3ter connection id.
     """
 
     job_kind = BILL_JOB
