@@ -139,7 +139,9 @@ def test_every_page_is_in_the_nav_and_every_nav_entry_is_a_page() -> None:
 
     config = yaml.safe_load((REPO / "mkdocs.yml").read_text(encoding="utf-8"))
     pages = {path.relative_to(DOCS).as_posix() for path in DOCS.rglob("*.md")}
-    assert _nav_pages(config["nav"]) == pages
+    nav = _nav_pages(config["nav"])
+    assert not pages - nav, f"pages missing from mkdocs.yml's nav (add them there): {sorted(pages - nav)}"
+    assert not nav - pages, f"mkdocs.yml's nav names pages that do not exist: {sorted(nav - pages)}"
 
 
 def test_the_site_builds_strictly(tmp_path: pathlib.Path) -> None:
