@@ -9,16 +9,14 @@ Environment (optional): ``M3TER_DEMO_POLL_INTERVAL`` seconds between job polls.
 from __future__ import annotations
 
 import datetime as dt
-import os
 from typing import Any
 
 from airflow.providers.common.compat.sdk import DAG, task
+from m3ter_example_helpers import POLL_INTERVAL, ensure_account
 
-from m3ter_provider.hooks.m3ter import M3terHook
 from m3ter_provider.operators.m3ter import M3terBillJobOperator, M3terOperator
 
 ACCOUNT_CODE = "example-billing-globex"
-POLL_INTERVAL = float(os.environ.get("M3TER_DEMO_POLL_INTERVAL", "5"))
 
 
 def summarise_bills(bills: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -44,23 +42,13 @@ with DAG(
     doc_md=__doc__,
 ):
 
-    @task
-    def ensure_account() -> str:
-        """Find the Account to bill by code, or create it; return its id."""
-        hook = M3terHook()
-        found = hook.get("accounts", params={"codes": [ACCOUNT_CODE]})["data"]
-        if found:
-            return found[0]["id"]
-        account = {"code": ACCOUNT_CODE, "name": "Globex (example)", "emailAddress": "ap@globex.example"}
-        return hook.post("accounts", json=account)["id"]
-
     @task(multiple_outputs=True)
     def last_month() -> dict:
         """The bill date (the 1st of this month) and the last day of last month."""
         first = dt.datetime.now(dt.timezone.utc).date().replace(day=1)
         return {"bill_date": first.isoformat(), "last_day": (first - dt.timedelta(days=1)).isoformat()}
 
-    account_id = ensure_account()
+    account_id = ensure_account(ACCOUNT_CODE, "Globex (example)", "ap@globex.example")
     period = last_month()
 
     bill_job = M3terBillJobOperator(

@@ -14,16 +14,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import tempfile
 
 from airflow.providers.common.compat.sdk import DAG, task
+from m3ter_example_helpers import OUTPUT_DIR, POLL_INTERVAL, ensure_account
 
 from m3ter_provider.operators.m3ter import M3terDataExportOperator, M3terOperator
 from m3ter_provider.sensors.m3ter import M3terJobSensor
 
 ACCOUNT_CODE = "example-deferrable-initech"
-OUTPUT_DIR = os.environ.get("M3TER_DEMO_OUTPUT", os.path.join(tempfile.gettempdir(), "m3ter-examples"))
-POLL_INTERVAL = float(os.environ.get("M3TER_DEMO_POLL_INTERVAL", "5"))
 
 with DAG(
     dag_id="example_m3ter_deferrable",
@@ -41,16 +39,9 @@ with DAG(
         response_filter=lambda page: [account["id"] for account in page["data"]],
     )
 
-    @task
-    def ensure_account(found: list[str]) -> str:
-        from m3ter_provider.hooks.m3ter import M3terHook
-
-        if found:
-            return found[0]
-        account = {"code": ACCOUNT_CODE, "name": "Initech (example)", "emailAddress": "it@initech.example"}
-        return M3terHook().post("accounts", json=account)["id"]
-
-    account_id = ensure_account(find_account.output)
+    account_id = ensure_account(
+        ACCOUNT_CODE, "Initech (example)", "it@initech.example", found=find_account.output
+    )
 
     # 1. Start an export without waiting, and let a deferrable sensor wait for it.
     start_meters_export = M3terDataExportOperator(

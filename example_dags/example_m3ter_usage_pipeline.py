@@ -20,18 +20,15 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import os
-import tempfile
 
 from airflow.providers.common.compat.sdk import DAG, task
+from m3ter_example_helpers import OUTPUT_DIR, POLL_INTERVAL, ensure_account, ensure_meter
 
-from m3ter_provider.hooks.m3ter import M3terHook
 from m3ter_provider.operators.m3ter import M3terDataExportOperator, M3terSubmitMeasurementsOperator
 
 ACCOUNT_CODE = "example-acme"
 METER_CODE = "example_api_calls"
 MEASUREMENTS = 60
-OUTPUT_DIR = os.environ.get("M3TER_DEMO_OUTPUT", os.path.join(tempfile.gettempdir(), "m3ter-examples"))
-POLL_INTERVAL = float(os.environ.get("M3TER_DEMO_POLL_INTERVAL", "5"))
 INGEST_WAIT = float(os.environ.get("M3TER_DEMO_INGEST_WAIT", "60"))
 
 
@@ -47,34 +44,6 @@ with DAG(
     tags=["m3ter", "example"],
     doc_md=__doc__,
 ):
-
-    @task
-    def ensure_account() -> str:
-        """Find the example Account by code, or create it; return its id."""
-        hook = M3terHook()
-        found = hook.get("accounts", params={"codes": [ACCOUNT_CODE]})["data"]
-        if found:
-            return found[0]["id"]
-        account = {"code": ACCOUNT_CODE, "name": "Acme (example)", "emailAddress": "billing@acme.example"}
-        return hook.post("accounts", json=account)["id"]
-
-    @task
-    def ensure_meter() -> str:
-        """Find the example Meter by code, or create it (a global Meter counting API calls)."""
-        hook = M3terHook()
-        found = hook.get("meters", params={"codes": [METER_CODE]})["data"]
-        if found:
-            return found[0]["id"]
-        meter = {
-            "code": METER_CODE,
-            "name": "API calls (example)",
-            "dataFields": [
-                {"category": "MEASURE", "code": "calls", "name": "Calls", "unit": "{call}"},
-                {"category": "WHERE", "code": "region", "name": "Region"},
-            ],
-            "derivedFields": [],
-        }
-        return hook.post("meters", json=meter)["id"]
 
     @task(multiple_outputs=True)
     def build_measurements() -> dict:
@@ -96,8 +65,15 @@ with DAG(
             "end_date": _iso(now + dt.timedelta(minutes=1)),
         }
 
-    account_id = ensure_account()
-    meter_id = ensure_meter()
+    account_id = ensure_account(ACCOUNT_CODE, "Acme (example)", "billing@acme.example")
+    meter_id = ensure_meter(
+        METER_CODE,
+        "API calls (example)",
+        [
+            {"category": "MEASURE", "code": "calls", "name": "Calls", "unit": "{call}"},
+            {"category": "WHERE", "code": "region", "name": "Region"},
+        ],
+    )
     built = build_measurements()
 
     submit = M3terSubmitMeasurementsOperator(

@@ -1,7 +1,11 @@
-"""Every example in README.md works as pasted: its code blocks are extracted and run against the emulator.
+"""Every example in README.md and the docs site works as pasted, checked more closely than by running it.
 
-Each ``python`` block must have a runner below (a new block without one fails the test), and the
-``bash``/``json`` blocks that configure something are exercised too. Blocks run elsewhere or not at all:
+tests/test_docs.py runs every ``python`` block of the README and of every docs page against a fresh
+emulator, and checks every ``bash`` and ``json`` block. The tests here go further for the examples
+that configure or report something: they call the hook block's tasks and count what m3ter stored,
+run the daily DAG end to end, connect with the connection examples, post the fault examples and
+compare the control API table with the emulator's routes. Each README ``python`` block must have a
+runner below (a new block without one fails the test). Blocks run elsewhere or not at all:
 
 - the set-up commands (``scripts/demo``, ``scripts/test``): tests/test_demo.py runs the demo, CI the tests;
 - ``source .venv/bin/activate``, the install commands and ``python -m build``: CI builds the wheel;
@@ -24,10 +28,14 @@ import pytest
 import requests
 
 from m3ter_provider.testing import M3terEmulator
+from tests.docs_blocks import DOCS, blocks_of
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
-BLOCKS = re.findall(r"^```(\w*)\n(.*?)^```", README, re.MULTILINE | re.DOTALL)
+#: the README and every docs page, as written (examples moved from the README to the docs keep their tests)
+TEXT = README + "".join(page.read_text(encoding="utf-8") for page in sorted(DOCS.rglob("*.md")))
+BLOCKS = re.findall(r"^```(\w*)\n(.*?)^```", TEXT, re.MULTILINE | re.DOTALL)
+README_PYTHON_BLOCKS = [block.code for block in blocks_of(REPO / "README.md") if block.language == "python"]
 
 
 def blocks(language: str) -> list[str]:
@@ -36,7 +44,7 @@ def blocks(language: str) -> list[str]:
 
 def block_with(language: str, marker: str) -> str:
     found = [code for code in blocks(language) if marker in code]
-    assert len(found) == 1, f"expected one {language} block with {marker!r} in README.md, found {len(found)}"
+    assert len(found) == 1, f"expected one {language} block with {marker!r} in the docs, found {len(found)}"
     return found[0]
 
 
@@ -49,11 +57,12 @@ PYTHON_RUNNERS = {
 
 
 def test_every_python_block_has_a_runner() -> None:
-    python_blocks = blocks("python")
-    assert python_blocks, "README.md has no python blocks?"
-    for code in python_blocks:
+    assert README_PYTHON_BLOCKS, "README.md has no python blocks?"
+    for code in README_PYTHON_BLOCKS:
         runners = [test for marker, test in PYTHON_RUNNERS.items() if marker in code]
         assert len(runners) == 1, f"no test runs this README block (add one to PYTHON_RUNNERS):\n{code}"
+    for marker in PYTHON_RUNNERS:
+        assert block_with("python", marker)
 
 
 @pytest.fixture
@@ -129,7 +138,7 @@ def _exported_connection(variable: str) -> str:
         joined = code.replace("\\\n", " ")
         for statement in re.findall(rf"export {variable}=('.*?')", joined, re.DOTALL):
             return shlex.split(statement)[0]
-    raise AssertionError(f"README.md exports no {variable}")
+    raise AssertionError(f"neither README.md nor the docs export {variable}")
 
 
 def test_json_connection_example_works_against_the_emulator(
@@ -165,7 +174,10 @@ def test_uri_connection_example_for_a_local_emulator_works(
 
 
 def test_control_api_table_lists_every_control_route(emulator: M3terEmulator) -> None:
-    documented = set(re.findall(r"^\| `((?:GET|POST|PUT|DELETE) /_emulator/[^`]*)` \|", README, re.MULTILINE))
+    emulator_page = (DOCS / "emulator.md").read_text(encoding="utf-8")
+    documented = set(
+        re.findall(r"^\| `((?:GET|POST|PUT|DELETE) /_emulator/[^`]*)` \|", emulator_page, re.MULTILINE)
+    )
     served = {route for route in emulator.routes() if "/_emulator/" in route}
     assert documented == served
 
@@ -188,14 +200,18 @@ def test_readme_names_the_ports_and_commands_that_exist() -> None:
     from m3ter_provider.testing.cli import DEFAULT_PORT
 
     assert f"127.0.0.1:{DEFAULT_PORT}" in README
-    assert "127.0.0.1:8080" not in README, "8080 is Airflow's api-server port, not the emulator's"
+    assert "127.0.0.1:8080" not in TEXT, "8080 is Airflow's api-server port, not the emulator's"
     assert "source .venv/bin/activate" in README
     assert os.path.exists(REPO / "scripts" / "demo") and os.path.exists(REPO / "scripts" / "test")
-    assert "pip install airflow-provider-m3ter " not in README, "the package is not published"
+    assert "pip install airflow-provider-m3ter " not in TEXT, "the package is not published"
+    assert len(README.splitlines()) <= 150, "the README is the first ten minutes: the rest goes to docs/"
 
 
-def test_the_readme_says_what_the_forms_placeholders_and_the_submit_result_hold():
-    assert "shows placeholders only for the standard fields" in README
-    [row] = [line for line in README.splitlines() if line.startswith("| `M3terSubmitMeasurementsOperator`")]
+def test_the_docs_say_what_the_forms_placeholders_and_the_submit_result_hold():
+    assert "shows placeholders only for the standard fields" in (DOCS / "connection.md").read_text()
+    overview = (DOCS / "operators" / "index.md").read_text()
+    [row] = [
+        line for line in overview.splitlines() if line.startswith("| [`M3terSubmitMeasurementsOperator`]")
+    ]
     for key in ("measurements", "requests", "bytes", "rejected", "duplicates", "rejections"):
         assert key in row.split("Returns", 1)[1]

@@ -119,11 +119,11 @@ class M3terRecalculateBillsOperator(M3terJobOperatorBase):
     Returns ``{"job_id", "bill_job_id", "status", "bill_ids"}``.
 
     :param bill_ids: the Bill ids, 1 to 100 (a list, an XCom, or comma-separated). (templated)
-    :param wait_for_completion: wait for the job; else return once it is created.
-    :param poll_interval: seconds between two polls of the job.
-    :param timeout: seconds to wait at most (``None``: no limit).
-    :param deferrable: hand the wait to the triggerer (default ``[operators] default_deferrable``).
-    :param m3ter_conn_id: the m3ter connection id.
+    :param bool wait_for_completion: wait for the job; else return once it is created.
+    :param float poll_interval: seconds between two polls of the job.
+    :param float timeout: seconds to wait at most (``None``: no limit).
+    :param bool deferrable: hand the wait to the triggerer (default ``[operators] default_deferrable``).
+    :param str m3ter_conn_id: the m3ter connection id.
     """
 
     job_kind = BILL_JOB

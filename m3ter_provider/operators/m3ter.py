@@ -63,7 +63,7 @@ class M3terOperator(M3terHookMixin, BaseOperator):
         line per item, any other answer one line. The task then returns only
         ``{"path", "items", "bytes"}``. Without it, a result over 100 KB of JSON draws a warning
         (XCom lives in Airflow's metadata database). (templated)
-    :param m3ter_conn_id: the m3ter connection id.
+    :param str m3ter_conn_id: the m3ter connection id.
     """
 
     template_fields: Sequence[str] = ("endpoint", "query_params", "json", "data", "output_path")
@@ -203,15 +203,15 @@ class M3terDataExportOperator(M3terAssetEventsMixin, M3terExportLineageMixin, M3
         such as ``s3://bucket/key`` (read as an ``ObjectStoragePath``). (templated)
     :param destination_ids: m3ter export destinations (S3, GCS) to also deliver to. (templated)
     :param export_fields: further fields of m3ter's ad-hoc export request, passed as they are.
-    :param wait_for_completion: wait for the export (needed to download); else return once started.
-    :param poll_interval: seconds between two polls of the job.
-    :param timeout: seconds to wait at most (``None``: no limit).
-    :param deferrable: hand the wait to the triggerer (default ``[operators] default_deferrable``).
-    :param emit_asset_events: when the export succeeded, emit an asset event for
+    :param bool wait_for_completion: wait for the export (needed to download); else return once started.
+    :param float poll_interval: seconds between two polls of the job.
+    :param float timeout: seconds to wait at most (``None``: no limit).
+    :param bool deferrable: hand the wait to the triggerer (default ``[operators] default_deferrable``).
+    :param bool emit_asset_events: when the export succeeded, emit an asset event for
         ``m3ter://<org id>/exports/<usage|operational>`` through the ``m3ter/exports`` alias outlet,
         ``extra`` ``{"job_id", "source_type", "start_date", "end_date", "operational_data_types",
         "destination", "bytes", "destination_ids"}``. Default True.
-    :param m3ter_conn_id: the m3ter connection id.
+    :param str m3ter_conn_id: the m3ter connection id.
     """
 
     job_kind = DATA_EXPORT
@@ -383,14 +383,14 @@ class M3terBillJobOperator(M3terAssetEventsMixin, M3terJobOperatorBase):
     :param due_date: the bills' due date, ``YYYY-MM-DD``. (templated)
     :param bill_job_fields: further fields of m3ter's ``BillJobRequest`` (``targetCurrency``,
         ``billFrequencyInterval``, ``timezone``...), passed as they are. (templated)
-    :param wait_for_completion: wait for the job; else return once it is created.
-    :param poll_interval: seconds between two polls of the job.
-    :param timeout: seconds to wait at most (``None``: no limit).
-    :param deferrable: hand the wait to the triggerer (default ``[operators] default_deferrable``).
-    :param emit_asset_events: when the bill job completed, emit an asset event for
+    :param bool wait_for_completion: wait for the job; else return once it is created.
+    :param float poll_interval: seconds between two polls of the job.
+    :param float timeout: seconds to wait at most (``None``: no limit).
+    :param bool deferrable: hand the wait to the triggerer (default ``[operators] default_deferrable``).
+    :param bool emit_asset_events: when the bill job completed, emit an asset event for
         ``m3ter://<org id>/bills`` through the ``m3ter/bills`` alias outlet, ``extra``
         ``{"job_id", "bill_count", "bill_date", "billing_frequency"}``. Default True.
-    :param m3ter_conn_id: the m3ter connection id.
+    :param str m3ter_conn_id: the m3ter connection id.
     """
 
     job_kind = BILL_JOB

@@ -73,7 +73,7 @@ class M3terSubmitMeasurementsOperator(
     :param check_ingest_failures: ``"off"`` (default), ``"warn"`` or ``"fail"``.
     :param ingest_failures_wait: seconds to keep reading failures after submitting (m3ter validates
         asynchronously; in ``"fail"`` mode the first failures found end the wait). Default 60.
-    :param emit_asset_events: once every measurement is sent, emit one asset event per Meter,
+    :param bool emit_asset_events: once every measurement is sent, emit one asset event per Meter,
         ``m3ter://<org id>/meters/<meter code>``, through the ``m3ter/usage`` alias outlet, with
         ``extra`` ``{"measurements", "first_ts", "last_ts", "uid_namespace", "rejected"}``
         (``measurements`` counts the rows sent for that Meter, re-sent uids included; ``rejected``

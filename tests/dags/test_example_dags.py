@@ -35,8 +35,16 @@ SCHEDULED = {
 
 
 def dag_bag(folder: pathlib.Path) -> Any:
-    """Parse ``folder`` with the DagBag of the installed Airflow (it moved in 3.3)."""
+    """Parse ``folder`` with the DagBag of the installed Airflow (it moved in 3.3).
+
+    ``folder`` goes on ``sys.path`` first, as Airflow puts the DAGs folder (a DAG bundle's path) there
+    before it parses or runs a DAG: the example DAGs import ``m3ter_example_helpers`` from beside them.
+    """
     import importlib.util
+    import sys
+
+    if str(folder) not in sys.path:
+        sys.path.append(str(folder))
 
     if importlib.util.find_spec("airflow.dag_processing.dagbag") is not None:  # Airflow 3.3+
         from airflow.dag_processing.dagbag import DagBag
@@ -88,6 +96,7 @@ def test_example_dags_import_with_deprecation_warnings_as_errors():
         "warnings.simplefilter('error', DeprecationWarning)\n"
         "warnings.simplefilter('error', PendingDeprecationWarning)\n"
         "import m3ter_provider.operators.m3ter, m3ter_provider.sensors.m3ter, m3ter_provider.triggers.m3ter\n"
+        "sys.path.append(sys.argv[1])  # as Airflow puts the DAGs folder\n"
         "for path in sorted(pathlib.Path(sys.argv[1]).glob('*.py')):\n"
         "    spec = importlib.util.spec_from_file_location(path.stem, path)\n"
         "    spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
