@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 #: the largest ``extra`` an event carries (Airflow keeps it in its metadata database)
 MAX_EXTRA_BYTES = 16_000
+#: the most ids an event's ``extra`` lists (it counts them all)
+MAX_EXTRA_IDS = 20
 
 
 def asset_alias_name(kind: str) -> str:
@@ -124,9 +126,55 @@ class M3terAssetEventsMixin:
             emit_asset_event(context, self.asset_alias_name, asset, extra)
 
 
+class M3terUsageEventsMixin(M3terAssetEventsMixin):
+    """Asset events for operators that send measurements: one per Meter sent, through ``m3ter/usage``.
+
+    Wrap the input with :meth:`tally_meters` before handing it to the ingest (it counts per Meter as
+    the ingest reads it: no second pass), then call :meth:`emit_usage_events` with the tally's
+    :meth:`~m3ter_provider.core.ingest.tally.MeterTally.summary` once the measurements are in m3ter.
+    """
+
+    asset_event_kind = "usage"
+
+    def tally_meters(self, source: Any) -> Any:
+        """``source`` wrapped in a :class:`~m3ter_provider.core.ingest.tally.MeterTally` (as it is
+        when the task emits no asset events)."""
+        if not self.emit_asset_events:
+            return source
+        from m3ter_provider.core.ingest.tally import MeterTally
+
+        return MeterTally(source)
+
+    def emit_usage_events(
+        self, context: Context, meters: dict[str, dict[str, Any]], *, uid_namespace: str, rejected: Any
+    ) -> None:
+        """One event per Meter, ``m3ter://<org id>/meters/<code>``, ``extra`` ``{"measurements",
+        "first_ts", "last_ts", "uid_namespace", "rejected"}``.
+
+        :param meters: ``MeterTally.summary()``: ``{meter code: {"measurements", "first_ts", "last_ts"}}``.
+        :param uid_namespace: the namespace the measurements' uids were derived from.
+        :param rejected: the task's rejected measurements (None when not checked).
+        """
+        if not self.emit_asset_events:
+            return
+        from m3ter_provider.assets import meter_asset
+
+        org_id = self.hook.org_id  # type: ignore[attr-defined]  # every m3ter operator has a hook
+        for meter, counts in meters.items():
+            extra = {**counts, "uid_namespace": uid_namespace, "rejected": rejected}
+            self.emit_asset_event(context, meter_asset(org_id, meter), extra)
+
+
+def capped_ids(ids: Any, limit: int = MAX_EXTRA_IDS) -> list[str]:
+    """The first ``limit`` ids as strings: an event's ``extra`` names a few, and counts the rest."""
+    return [str(i) for i in list(ids or [])[:limit]]
+
+
 __all__ = [
     "M3terAssetEventsMixin",
+    "M3terUsageEventsMixin",
     "asset_alias",
     "asset_alias_name",
+    "capped_ids",
     "emit_asset_event",
 ]

@@ -19,7 +19,7 @@ from m3ter_provider.hooks.m3ter import M3terHook
 from m3ter_provider.hooks.permanent import fails_fast
 from m3ter_provider.links import M3terConsoleLink, persist_console_link
 from m3ter_provider.operators._lineage import M3terSubmitLineageMixin
-from m3ter_provider.operators.asset_events import M3terAssetEventsMixin
+from m3ter_provider.operators.asset_events import M3terUsageEventsMixin
 from m3ter_provider.operators.inputs import measurements_from_value, open_path
 from m3ter_provider.tasks import M3terHookMixin, task_uid_namespace
 
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 
 class M3terSubmitMeasurementsOperator(
-    M3terAssetEventsMixin, M3terSubmitLineageMixin, M3terHookMixin, BaseOperator
+    M3terUsageEventsMixin, M3terSubmitLineageMixin, M3terHookMixin, BaseOperator
 ):
     """Send measurements to m3ter's ingest API, batched within its limits, each counted once.
 
@@ -81,7 +81,6 @@ class M3terSubmitMeasurementsOperator(
     :param m3ter_conn_id: the m3ter connection id.
     """
 
-    asset_event_kind = "usage"
     template_fields: Sequence[str] = ("measurements", "measurements_file", "uid_namespace")
     operator_extra_links = (M3terConsoleLink(),)
 
@@ -130,7 +129,6 @@ class M3terSubmitMeasurementsOperator(
     def execute(self, context: Context) -> dict[str, Any]:
         # the ingest machinery: only when the task runs
         from m3ter_provider.core.ingest import MeasurementFile
-        from m3ter_provider.core.ingest.tally import MeterTally
 
         if self.measurements_file is not None:
             source: Any = MeasurementFile(open_path(self.measurements_file), self.file_format)
@@ -139,28 +137,19 @@ class M3terSubmitMeasurementsOperator(
             source = measurements_from_value(self.measurements)
         namespace = self.uid_namespace or task_uid_namespace(context)
         persist_console_link(context, self.hook.console_url)
-        tally = MeterTally(source) if self.emit_asset_events else None
+        tally = self.tally_meters(source)
         result = self.hook.submit_measurements(
-            source if tally is None else tally,
+            tally,
             uid_namespace=namespace,
             concurrency=self.concurrency,
             check_ingest_failures=self.check_ingest_failures,
             ingest_failures_wait=self.ingest_failures_wait,
         )
-        if tally is not None:
-            self._emit_usage_events(context, tally, namespace, result)
+        if tally is not source:
+            self.emit_usage_events(
+                context, tally.summary(), uid_namespace=namespace, rejected=result.get("rejected")
+            )
         return result
-
-    def _emit_usage_events(
-        self, context: Context, tally: Any, namespace: str, result: dict[str, Any]
-    ) -> None:
-        """One asset event per Meter the task sent measurements for."""
-        from m3ter_provider.assets import meter_asset
-
-        org_id = self.hook.org_id
-        for meter, counts in tally.summary().items():
-            extra = {**counts, "uid_namespace": namespace, "rejected": result.get("rejected")}
-            self.emit_asset_event(context, meter_asset(org_id, meter), extra)
 
 
 def _is_literal(value: Any) -> bool:

@@ -14,7 +14,7 @@ from m3ter_provider.operators.m3ter import (
     M3terDataExportOperator,
     M3terSubmitMeasurementsOperator,
 )
-from tests.operators.helpers import make_context, measurement
+from tests.operators.helpers import make_context, measurement, run_with_events
 
 context_module = pytest.importorskip("airflow.sdk.execution_time.context")  # Airflow 3's accessors
 ORG = "emulator-org"
@@ -41,14 +41,7 @@ def _variables(monkeypatch):
 
 def run(op):
     """Execute with Airflow 3's own outlet event accessors; return (result, {uri: extra})."""
-    outlet_events = context_module.OutletEventAccessors()
-    result = op.execute(make_context(op, outlet_events=outlet_events))
-    alias = asset_alias(op.asset_event_kind)
-    events = outlet_events[alias].asset_alias_events
-    assert all(event.source_alias_name == alias.name for event in events)
-    by_uri = {event.dest_asset_key.uri: event.extra for event in events}
-    assert len(by_uri) == len(events)  # one event per asset
-    return result, by_uri
+    return run_with_events(op)
 
 
 def alias_names(op) -> list[str]:
