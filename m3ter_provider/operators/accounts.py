@@ -10,6 +10,7 @@ from m3ter_provider.errors import M3terConfigError, M3terError
 from m3ter_provider.hooks.m3ter import M3terHook
 from m3ter_provider.hooks.permanent import fails_fast
 from m3ter_provider.operators._base import M3terHookMixin
+from m3ter_provider.operators.asset_events import M3terAssetEventsMixin
 from m3ter_provider.operators.inputs import open_path, parse_rendered
 from m3ter_provider.tasks import templated
 
@@ -22,7 +23,7 @@ DEFAULT_RATE = 10.0  # as core.accounts.DEFAULT_RATE (that module is imported wh
 SQL_FETCH_SIZE = 1000
 
 
-class M3terSyncAccountsOperator(M3terHookMixin, BaseOperator):
+class M3terSyncAccountsOperator(M3terAssetEventsMixin, M3terHookMixin, BaseOperator):
     """Make m3ter's Accounts (and their AccountPlans) match rows from a CRM or a warehouse.
 
     Rows come from ``rows`` (a list of dicts, an XCom, or a ``.csv`` / ``.jsonl`` / ``.json`` file:
@@ -48,9 +49,14 @@ class M3terSyncAccountsOperator(M3terHookMixin, BaseOperator):
     :param report_path: a file for the per-row report (JSON Lines). (templated)
     :param fail_on_failed_rows: fail the task when m3ter refused a row (default True; the rows that
         succeeded stay synced, and a retry changes only what is still different).
+    :param bool emit_asset_events: when Accounts were created or updated or AccountPlans attached
+        (never on a dry run), emit an asset event for ``m3ter://<org id>/accounts`` through the
+        ``m3ter/accounts`` alias outlet, ``extra`` ``{"rows", "created", "updated", "unchanged",
+        "failed", "plans_attached"}``. Default True.
     :param m3ter_conn_id: the m3ter connection id.
     """
 
+    asset_event_kind = "accounts"
     template_fields: Sequence[str] = ("rows", "sql", "report_path")
     template_fields_renderers = {"sql": "sql"}
 
@@ -102,6 +108,7 @@ class M3terSyncAccountsOperator(M3terHookMixin, BaseOperator):
             max_failures=self.max_failures,
             report_path=open_path(self.report_path) if self.report_path else None,
         )
+        self._emit(context, summary)
         if summary["failed"] and self.fail_on_failed_rows:
             first = summary["failures"][0]
             raise M3terError(
@@ -110,6 +117,17 @@ class M3terSyncAccountsOperator(M3terHookMixin, BaseOperator):
                 "rows and run again."
             )
         return summary
+
+    def _emit(self, context: Context, summary: dict[str, Any]) -> None:
+        """The ``m3ter://<org id>/accounts`` event, when m3ter's Accounts changed (before a failure
+        on refused rows is raised: the rows that succeeded did change them)."""
+        keys = ("rows", "created", "updated", "unchanged", "failed", "plans_attached")
+        if self.dry_run_only or not any(summary.get(k) for k in ("created", "updated", "plans_attached")):
+            return
+        from m3ter_provider.assets import accounts_asset
+
+        extra = {key: summary.get(key) for key in keys}
+        self.emit_asset_event(context, accounts_asset(self.hook.org_id), extra)
 
     def _rows(self) -> Any:
         value = parse_rendered(self.rows, "rows")

@@ -16,6 +16,7 @@ from m3ter_provider.errors import M3terConfigError
 from m3ter_provider.hooks.m3ter import M3terHook
 from m3ter_provider.hooks.permanent import fails_fast
 from m3ter_provider.operators._base import M3terHookMixin, M3terJobOperatorBase
+from m3ter_provider.operators.asset_events import M3terAssetEventsMixin, capped_ids
 from m3ter_provider.operators.inputs import as_id_list
 from m3ter_provider.tasks import templated
 
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
 
-class M3terApproveBillsOperator(M3terHookMixin, BaseOperator):
+class M3terApproveBillsOperator(M3terAssetEventsMixin, M3terHookMixin, BaseOperator):
     """Approve m3ter Bills: given ids, the Bills of a bill job, or a whole billing period.
 
     Only PENDING Bills are approved; an approved or locked Bill is reported, not an error, so a
@@ -36,9 +37,15 @@ class M3terApproveBillsOperator(M3terHookMixin, BaseOperator):
     :param last_date_in_billing_period: approve every PENDING Bill of the period ending this day
         (``YYYY-MM-DD``), with ``billing_frequency``. (templated)
     :param billing_frequency: the period's frequency (default ``MONTHLY``). (templated)
+    :param bool emit_asset_events: when Bills were approved, emit an asset event for
+        ``m3ter://<org id>/bills`` through the ``m3ter/bills`` alias outlet, ``extra``
+        ``{"action": "approved", "approved", "bill_ids" (the first 20), "bill_job_id",
+        "last_date_in_billing_period", "billing_frequency"}`` (the period's, None without one); none
+        when nothing changed. Default True.
     :param m3ter_conn_id: the m3ter connection id.
     """
 
+    asset_event_kind = "bills"
     template_fields: Sequence[str] = (
         "bill_ids",
         "bill_job_id",
@@ -73,11 +80,21 @@ class M3terApproveBillsOperator(M3terHookMixin, BaseOperator):
     @fails_fast
     def execute(self, context: Context) -> dict[str, Any]:
         if self.last_date_in_billing_period:
-            return self.hook.approve_billing_period(self.last_date_in_billing_period, self.billing_frequency)
-        return self.hook.approve_bills(_bill_ids(self.hook, self.bill_ids, self.bill_job_id))
+            result = self.hook.approve_billing_period(
+                self.last_date_in_billing_period, self.billing_frequency
+            )
+        else:
+            result = self.hook.approve_bills(_bill_ids(self.hook, self.bill_ids, self.bill_job_id))
+        by_period = bool(self.last_date_in_billing_period)
+        period = {
+            "last_date_in_billing_period": self.last_date_in_billing_period if by_period else None,
+            "billing_frequency": self.billing_frequency if by_period else None,
+        }
+        _emit_bills_event(self, context, "approved", result.get("approved"), self.bill_job_id, period)
+        return result
 
 
-class M3terLockBillsOperator(M3terHookMixin, BaseOperator):
+class M3terLockBillsOperator(M3terAssetEventsMixin, M3terHookMixin, BaseOperator):
     """Lock approved m3ter Bills (given ids, or the Bills of a bill job); a locked Bill is skipped.
 
     A PENDING Bill fails the task before anything is locked: approve it first. Returns
@@ -85,9 +102,14 @@ class M3terLockBillsOperator(M3terHookMixin, BaseOperator):
 
     :param bill_ids: the Bill ids (a list, an XCom, or comma-separated). (templated)
     :param bill_job_id: lock the Bills this bill job produced. (templated)
+    :param bool emit_asset_events: when Bills were locked, emit an asset event for
+        ``m3ter://<org id>/bills`` through the ``m3ter/bills`` alias outlet, ``extra``
+        ``{"action": "locked", "locked", "bill_ids" (the first 20), "bill_job_id"}``; none when
+        nothing changed. Default True.
     :param m3ter_conn_id: the m3ter connection id.
     """
 
+    asset_event_kind = "bills"
     template_fields: Sequence[str] = ("bill_ids", "bill_job_id")
 
     def __init__(
@@ -107,7 +129,9 @@ class M3terLockBillsOperator(M3terHookMixin, BaseOperator):
 
     @fails_fast
     def execute(self, context: Context) -> dict[str, Any]:
-        return self.hook.lock_bills(_bill_ids(self.hook, self.bill_ids, self.bill_job_id))
+        result = self.hook.lock_bills(_bill_ids(self.hook, self.bill_ids, self.bill_job_id))
+        _emit_bills_event(self, context, "locked", result.get("locked"), self.bill_job_id, {})
+        return result
 
 
 class M3terRecalculateBillsOperator(M3terJobOperatorBase):
@@ -151,6 +175,25 @@ class M3terRecalculateBillsOperator(M3terJobOperatorBase):
             "status": self.job_kind.status(job),
             "bill_ids": [str(i) for i in job.get("billIds") or []],
         }
+
+
+def _emit_bills_event(
+    operator: Any, context: Context, action: str, changed: Any, bill_job_id: Any, more: dict[str, Any]
+) -> None:
+    """One ``m3ter://<org id>/bills`` event when ``changed`` (the Bill ids) is not empty."""
+    changed = list(changed or [])
+    if not changed:
+        return
+    from m3ter_provider.assets import bills_asset
+
+    extra = {
+        "action": action,
+        action: len(changed),
+        "bill_ids": capped_ids(changed),
+        "bill_job_id": str(bill_job_id) if bill_job_id else None,
+        **more,
+    }
+    operator.emit_asset_event(context, bills_asset(operator.hook.org_id), extra)
 
 
 def _bill_ids(hook: M3terHook, bill_ids: Any, bill_job_id: Any) -> list[str]:

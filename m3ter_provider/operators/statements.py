@@ -14,6 +14,7 @@ from m3ter_provider.errors import M3terAPIError, M3terConfigError
 from m3ter_provider.hooks.m3ter import M3terHook
 from m3ter_provider.hooks.permanent import fails_fast
 from m3ter_provider.operators._base import M3terHookMixin, TryRecord, default_deferrable, job_from_event
+from m3ter_provider.operators.asset_events import M3terAssetEventsMixin, capped_ids
 from m3ter_provider.operators.inputs import as_id_list, open_path
 from m3ter_provider.tasks import templated
 
@@ -26,7 +27,7 @@ STATE_KEY = "m3ter_statement_jobs"
 FORMATS = ("JSON", "CSV")  # as core.statements.FORMATS: m3ter's API offers no HTML statement
 
 
-class M3terStatementsOperator(M3terHookMixin, BaseOperator):
+class M3terStatementsOperator(M3terAssetEventsMixin, M3terHookMixin, BaseOperator):
     """Produce the statements of m3ter Bills and download them as ``<destination>/<bill id>.<json|csv>``.
 
     One statement job per Bill (started by 10 with ``statementjobs/batch``), waited for, then each
@@ -48,9 +49,14 @@ class M3terStatementsOperator(M3terHookMixin, BaseOperator):
     :param poll_interval: seconds between two polls of a statement job.
     :param timeout: seconds to wait at most for each job (``None``: no limit).
     :param deferrable: hand the waiting to the triggerer (default ``[operators] default_deferrable``).
+    :param bool emit_asset_events: when statement files were produced, emit an asset event for
+        ``m3ter://<org id>/statements`` through the ``m3ter/statements`` alias outlet, ``extra``
+        ``{"statements", "bill_count", "formats", "destination", "statement_job_ids"}`` (files
+        written, Bills, the formats, the folder, the first 20 job ids); none without Bills. Default True.
     :param m3ter_conn_id: the m3ter connection id.
     """
 
+    asset_event_kind = "statements"
     template_fields: Sequence[str] = ("bill_ids", "destination")
 
     def __init__(
@@ -107,7 +113,19 @@ class M3terStatementsOperator(M3terHookMixin, BaseOperator):
             ]
         files = self.hook.download_statements(finished, open_path(self.destination), self.formats)
         record.forget()
-        return {"statement_job_ids": [job["id"] for job in finished], "files": files}
+        job_ids = [job["id"] for job in finished]
+        if files:
+            from m3ter_provider.assets import statements_asset
+
+            extra = {
+                "statements": len(files),
+                "bill_count": len(bill_ids),
+                "formats": list(self.formats),
+                "destination": str(self.destination),
+                "statement_job_ids": capped_ids(job_ids),
+            }
+            self.emit_asset_event(context, statements_asset(self.hook.org_id), extra)
+        return {"statement_job_ids": job_ids, "files": files}
 
     @fails_fast
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import sqlite3
 
 import pytest
 
+from m3ter_provider.assets import accounts_asset, bills_asset, statements_asset
 from m3ter_provider.errors import M3terError, M3terJobTimeoutError, M3terValidationError
 from m3ter_provider.hooks.m3ter import M3terHook
 from m3ter_provider.operators import _base
@@ -19,10 +20,11 @@ from m3ter_provider.operators.bills import (
     M3terRecalculateBillsOperator,
 )
 from m3ter_provider.operators.statements import M3terStatementsOperator
-from tests.operators.helpers import FakeTaskStateStore, make_context, measurement
+from tests.operators.helpers import FakeTaskStateStore, make_context, measurement, run_with_events
 from tests.operators.test_job_operators import FakeVariables
 
 ORG = "/organizations/{orgId}"
+ORG_ID = "emulator-org"  # the emulator's Organization, in asset URIs
 WRITES = (f"POST {ORG}/accounts", f"PUT {ORG}/accounts/{{id}}", f"POST {ORG}/accountplans")
 
 
@@ -176,6 +178,31 @@ def test_rows_from_a_csv_file_and_from_sql(emu, plan, tmp_path, monkeypatch):
     assert len(emu.entities("accounts")) == 13
 
 
+def test_sync_emits_an_accounts_event_only_when_it_changed_something(emu, plan):
+    op = M3terSyncAccountsOperator(task_id="sync", rows=rows(), dry_run=True)
+    assert run_with_events(op)[1] == {}  # a dry run changes nothing
+    op = M3terSyncAccountsOperator(task_id="sync", rows=rows())
+    summary, events = run_with_events(op)
+    assert events == {
+        accounts_asset(ORG_ID).uri: {
+            "rows": 3,
+            "created": 3,
+            "updated": 0,
+            "unchanged": 0,
+            "failed": 0,
+            "plans_attached": 3,
+        }
+    }
+    assert summary["created"] == 3
+    assert run_with_events(op)[1] == {}  # the re-run wrote nothing: no event
+    changed = rows()
+    changed[1]["name"] = "Renamed"
+    quiet = M3terSyncAccountsOperator(task_id="sync", rows=changed, emit_asset_events=False)
+    assert run_with_events(quiet) == ({**summary, "created": 0, "updated": 1, "unchanged": 2,
+                                       "plans_attached": 0}, {})  # fmt: skip
+    assert emu.entities("accounts")[1]["name"] == "Renamed"
+
+
 def test_operator_arguments_are_checked_when_the_dag_is_parsed():
     with pytest.raises(M3terError, match="give rows or sql"):
         M3terSyncAccountsOperator(task_id="x")
@@ -223,13 +250,44 @@ def test_approve_then_lock_each_safe_to_repeat(emu):
     assert approve.execute(make_context(approve))["locked"] == bill_ids  # locked: reported, not an error
 
 
+def test_approve_and_lock_emit_a_bills_event_only_when_bills_changed(emu):
+    job_id, bill_ids = billed(emu)
+    approve = M3terApproveBillsOperator(task_id="approve", bill_job_id=job_id)
+    _, events = run_with_events(approve)
+    assert events == {
+        bills_asset(ORG_ID).uri: {
+            "action": "approved",
+            "approved": 2,
+            "bill_ids": bill_ids,
+            "bill_job_id": job_id,
+            "last_date_in_billing_period": None,
+            "billing_frequency": None,
+        }
+    }
+    assert run_with_events(approve)[1] == {}  # already approved: nothing changed
+    lock = M3terLockBillsOperator(task_id="lock", bill_ids=bill_ids)
+    _, events = run_with_events(lock)
+    assert events == {
+        bills_asset(ORG_ID).uri: {"action": "locked", "locked": 2, "bill_ids": bill_ids, "bill_job_id": None}
+    }
+    assert run_with_events(lock)[1] == {}
+
+
 def test_approve_a_whole_billing_period(emu):
     _, bill_ids = billed(emu, 3)
     M3terHook().approve_bills(bill_ids[:1])
     op = M3terApproveBillsOperator(task_id="approve", last_date_in_billing_period="2026-01-31")
-    result = op.execute(make_context(op))
+    result, events = run_with_events(op)
     assert (result["approved"], result["already_approved"]) == (bill_ids[1:], bill_ids[:1])
     assert result["message"] == "2 Bills approved"
+    assert events[bills_asset(ORG_ID).uri] == {
+        "action": "approved",
+        "approved": 2,
+        "bill_ids": bill_ids[1:],
+        "bill_job_id": None,
+        "last_date_in_billing_period": "2026-01-31",
+        "billing_frequency": "MONTHLY",
+    }
     again = op.execute(make_context(op))
     assert again["approved"] == [] and again["message"] is None
     assert (
@@ -262,8 +320,17 @@ def test_statements_for_eleven_bills_are_produced_and_downloaded(emu, tmp_path, 
     _, bill_ids = billed(emu, 11)
     op = M3terStatementsOperator(task_id="statements", bill_ids=bill_ids, destination=str(tmp_path / "out"),
                                  formats=["JSON", "CSV"], poll_interval=0.05)  # fmt: skip
-    result = op.execute(make_context(op))
+    result, events = run_with_events(op)
     assert len(result["statement_job_ids"]) == 11 and len(result["files"]) == 22
+    assert events == {
+        statements_asset(ORG_ID).uri: {
+            "statements": 22,
+            "bill_count": 11,
+            "formats": ["JSON", "CSV"],
+            "destination": str(tmp_path / "out"),
+            "statement_job_ids": result["statement_job_ids"],
+        }
+    }
     assert emu.stats()["requests"][f"POST {ORG}/statementjobs/batch"] == 1  # 10 by batch
     assert emu.stats()["requests"][f"POST {ORG}/statementjobs"] == 1  # and the 11th alone
     statement = json.loads((tmp_path / "out" / f"{bill_ids[0]}.json").read_text())
