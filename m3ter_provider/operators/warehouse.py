@@ -14,6 +14,7 @@ from m3ter_provider.hooks.m3ter import M3terHook
 from m3ter_provider.hooks.permanent import fails_fast
 from m3ter_provider.links import M3terConsoleLink, persist_console_link
 from m3ter_provider.operators._base import M3terHookMixin, TryRecord, default_deferrable, job_from_event
+from m3ter_provider.operators.asset_events import M3terUsageEventsMixin
 from m3ter_provider.operators.inputs import as_id_list, measurements_from_value, open_path, parse_rendered
 from m3ter_provider.tasks import task_uid_namespace, templated
 
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["M3terUploadMeasurementsOperator", "M3terUsageQueryOperator"]
 
 
-class M3terUploadMeasurementsOperator(M3terHookMixin, BaseOperator):
+class M3terUploadMeasurementsOperator(M3terUsageEventsMixin, M3terHookMixin, BaseOperator):
     """Send measurements through m3ter's file upload service and wait for the upload jobs.
 
     m3ter's batch ingest path: one file of up to 1 GiB per upload job, outside the 50 requests/s
@@ -58,6 +59,10 @@ class M3terUploadMeasurementsOperator(M3terHookMixin, BaseOperator):
         counted as failed, and (when not deferred) the ``ingest.validation.failure`` Events of the
         uploaded uids.
     :param ingest_failures_wait: seconds to keep reading failure Events.
+    :param bool emit_asset_events: once the upload jobs are done (with ``wait_for_completion``; none
+        without it), emit one asset event per Meter, ``m3ter://<org id>/meters/<meter code>``, through
+        the ``m3ter/usage`` alias outlet, with ``extra`` ``{"measurements", "first_ts", "last_ts",
+        "uid_namespace", "rejected"}``, as the submit operator does. Default True.
     :param m3ter_conn_id: the m3ter connection id.
     """
 
@@ -125,7 +130,11 @@ class M3terUploadMeasurementsOperator(M3terHookMixin, BaseOperator):
         from m3ter_provider.core.ingest.upload import prepare, start_upload
 
         persist_console_link(context, self.hook.console_url)
-        with prepare(self._source(), uid_namespace=task_uid_namespace(context)) as batch:
+        source = self._source()
+        tally = self.tally_meters(source)
+        with prepare(tally, uid_namespace=task_uid_namespace(context)) as batch:
+            # per Meter, read while the files were written (kept across a deferral)
+            meters = tally.summary() if tally is not source else None
             record = TryRecord(context, FILE_UPLOAD, [f.digest for f in batch.files])
             earlier = [i for i in (record.get() or "").split(",") if i]
             job_ids: list[str] = []
@@ -141,7 +150,7 @@ class M3terUploadMeasurementsOperator(M3terHookMixin, BaseOperator):
                 record.set(",".join(job_ids))
             base = {"measurements": batch.measurements, "bytes": batch.bytes, "files": len(batch.files)}
             if self.wait_for_completion and self.deferrable:
-                return self._wait_deferred(context, job_ids, base)
+                return self._wait_deferred(context, job_ids, base, meters)
             jobs = [
                 self.hook.wait_for_job(
                     FILE_UPLOAD, job_id, poll_interval=self.poll_interval, timeout=self.timeout
@@ -153,6 +162,8 @@ class M3terUploadMeasurementsOperator(M3terHookMixin, BaseOperator):
             check = self.hook._ingest_failure_check(self.check_ingest_failures, self.ingest_failures_wait)
             extra = check(batch.spool) if check is not None and self.wait_for_completion else {}
         result = self._finish(jobs, base, extra)
+        if self.wait_for_completion:
+            self._emit(context, meters, result)
         record.delete()
         return result
 
@@ -166,7 +177,20 @@ class M3terUploadMeasurementsOperator(M3terHookMixin, BaseOperator):
         report_failed_rows(result, self.check_ingest_failures, self.log)
         return result
 
-    def _wait_deferred(self, context: Context, job_ids: list[str], base: dict[str, Any]) -> dict[str, Any]:
+    def _emit(self, context: Context, meters: dict[str, Any] | None, result: dict[str, Any]) -> None:
+        """The usage asset events, once the upload jobs are done."""
+        if meters is not None:
+            self.emit_usage_events(
+                context, meters, uid_namespace=task_uid_namespace(context), rejected=result.get("rejected")
+            )
+
+    def _wait_deferred(
+        self,
+        context: Context,
+        job_ids: list[str],
+        base: dict[str, Any],
+        meters: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """Defer on the first upload job still running; finish once none is."""
         jobs = []
         for job_id in job_ids:
@@ -187,10 +211,11 @@ class M3terUploadMeasurementsOperator(M3terHookMixin, BaseOperator):
                         end_time=None if self.timeout is None else time.time() + self.timeout,
                     ),
                     method_name="execute_complete",
-                    kwargs={"job_ids": job_ids, "base": base},
+                    kwargs={"job_ids": job_ids, "base": base, "meters": meters},
                 )
             jobs.append(job)
         result = self._finish(jobs, base, {})
+        self._emit(context, meters, result)
         TryRecord(context, FILE_UPLOAD).delete()
         return result
 
@@ -201,10 +226,11 @@ class M3terUploadMeasurementsOperator(M3terHookMixin, BaseOperator):
         event: dict[str, Any] | None = None,
         job_ids: list[str] | None = None,
         base: dict[str, Any] | None = None,
+        meters: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Resume after the trigger fired: fail with its message, or wait for the next job."""
         job_from_event(event, FILE_UPLOAD)
-        return self._wait_deferred(context, list(job_ids or []), dict(base or {}))
+        return self._wait_deferred(context, list(job_ids or []), dict(base or {}), meters)
 
 
 class M3terUsageQueryOperator(M3terHookMixin, BaseOperator):

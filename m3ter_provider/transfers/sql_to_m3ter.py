@@ -12,6 +12,7 @@ from m3ter_provider.errors import M3terConfigError
 from m3ter_provider.hooks.m3ter import M3terHook
 from m3ter_provider.hooks.permanent import fails_fast
 from m3ter_provider.links import M3terConsoleLink, persist_console_link
+from m3ter_provider.operators.asset_events import M3terUsageEventsMixin
 from m3ter_provider.operators.inputs import parse_rendered
 from m3ter_provider.tasks import M3terHookMixin, task_uid_namespace
 
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 DEFAULT_FETCH_SIZE = 10_000
 
 
-class SqlToM3terMeasurementsOperator(M3terHookMixin, BaseOperator):
+class SqlToM3terMeasurementsOperator(M3terUsageEventsMixin, M3terHookMixin, BaseOperator):
     """Run a query on any SQL connection (a ``common.sql`` ``DbApiHook``: PostgreSQL, Snowflake,
     BigQuery, Redshift, SQLite...) and submit its rows to m3ter as measurements.
 
@@ -51,6 +52,10 @@ class SqlToM3terMeasurementsOperator(M3terHookMixin, BaseOperator):
     :param concurrency: measurement batches in flight at once (1 to 10).
     :param check_ingest_failures: ``"off"`` (default), ``"warn"`` or ``"fail"`` (see the submit operator).
     :param ingest_failures_wait: seconds to keep reading ingest failures.
+    :param bool emit_asset_events: once every row is sent, emit one asset event per Meter,
+        ``m3ter://<org id>/meters/<meter code>``, through the ``m3ter/usage`` alias outlet, with
+        ``extra`` ``{"measurements", "first_ts", "last_ts", "uid_namespace", "rejected"}``, as the
+        submit operator does. Default True.
     :param m3ter_conn_id: the m3ter connection id.
     """
 
@@ -120,14 +125,20 @@ class SqlToM3terMeasurementsOperator(M3terHookMixin, BaseOperator):
                 fetch_size=self.fetch_size,
             )
             persist_console_link(context, self.hook.console_url)
+            namespace = self.uid_namespace or task_uid_namespace(context)
+            tally = self.tally_meters(rows)
             summary = self.hook.submit_measurements(
-                rows,
-                uid_namespace=self.uid_namespace or task_uid_namespace(context),
+                tally,
+                uid_namespace=namespace,
                 concurrency=self.concurrency,
                 check_ingest_failures=self.check_ingest_failures,
                 ingest_failures_wait=self.ingest_failures_wait,
             )
         finally:
             connection.close()
+        if tally is not rows:
+            self.emit_usage_events(
+                context, tally.summary(), uid_namespace=namespace, rejected=summary.get("rejected")
+            )
         self.log.info("Submitted %s query rows from connection %r.", f"{rows.rows:,}", self.sql_conn_id)
         return summary

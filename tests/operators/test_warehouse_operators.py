@@ -8,14 +8,16 @@ import json
 import pytest
 from airflow.providers.common.compat.sdk import TaskDeferred
 
+from m3ter_provider.assets import meter_asset
 from m3ter_provider.errors import M3terConfigError, M3terJobFailedError, M3terJobTimeoutError
 from m3ter_provider.hooks.m3ter import M3terHook
 from m3ter_provider.operators import _base
 from m3ter_provider.operators.warehouse import M3terUploadMeasurementsOperator, M3terUsageQueryOperator
 from m3ter_provider.triggers.m3ter import M3terJobTrigger
-from tests.operators.helpers import make_context, measurement
+from tests.operators.helpers import events_in, make_context, measurement, outlet_events, run_with_events
 
 GENERATE = "POST /organizations/{orgId}/fileuploads/measurements/generateUploadUrl"
+ORG_ID = "emulator-org"  # the emulator's Organization, in asset URIs
 QUERY = "POST /organizations/{orgId}/usage/query"
 
 
@@ -58,6 +60,32 @@ def test_upload_operator_returns_counts_and_forgets_its_record(emu, variables):
     assert (result["measurements"], result["total_rows"], result["status"]) == (250, 250, "succeeded")
     assert len(emu.measurements()) == 250
     assert variables.values == {}  # deleted once the task succeeded
+
+
+def test_upload_emits_one_usage_event_per_meter_once_its_jobs_are_done(emu):
+    rows = [measurement(i) for i in range(240)] + [measurement(i, meter="storage") for i in (7, 2, 5)]
+    result, events = run_with_events(upload_op(measurements=rows))
+    assert result["status"] == "succeeded"
+    namespace = '["test_dag", "upload", "manual__1", -1]'
+    assert events == {
+        meter_asset(ORG_ID, "api_calls").uri: {
+            "measurements": 240,
+            "first_ts": "2026-01-01T00:00:00Z",
+            "last_ts": "2026-01-01T00:03:59Z",
+            "uid_namespace": namespace,
+            "rejected": None,
+        },
+        meter_asset(ORG_ID, "storage").uri: {
+            "measurements": 3,
+            "first_ts": "2026-01-01T00:00:02Z",
+            "last_ts": "2026-01-01T00:00:07Z",
+            "uid_namespace": namespace,
+            "rejected": None,
+        },
+    }
+    assert run_with_events(upload_op(wait_for_completion=False))[1] == {}  # jobs not waited for
+    quiet = upload_op(emit_asset_events=False)
+    assert run_with_events(quiet)[1] == {} and quiet.outlets == []
 
 
 def test_a_retry_follows_the_earlier_tries_upload_instead_of_uploading_again(emu, variables):
@@ -108,9 +136,11 @@ def test_upload_operator_reads_a_csv_file_with_a_column_mapping(emu, tmp_path):
 
 def test_deferrable_upload_hands_the_wait_to_the_trigger_and_resumes(emu):
     op = upload_op(deferrable=True)
-    context = make_context(op)
+    first = outlet_events()
+    context = make_context(op, outlet_events=first)
     with pytest.raises(TaskDeferred) as deferred:
         op.execute(context)
+    assert events_in(first, "usage") == {}  # nothing before the jobs are done
     trigger = deferred.value.trigger
     assert isinstance(trigger, M3terJobTrigger) and trigger.kind == "fileupload"
 
@@ -119,8 +149,13 @@ def test_deferrable_upload_hands_the_wait_to_the_trigger_and_resumes(emu):
 
     [event] = asyncio.run(collect())
     resumed = upload_op(deferrable=True)
-    result = resumed.execute_complete(make_context(resumed), event.payload, **deferred.value.kwargs)
+    accessors = outlet_events()
+    result = resumed.execute_complete(
+        make_context(resumed, outlet_events=accessors), event.payload, **deferred.value.kwargs
+    )
     assert result["status"] == "succeeded" and result["total_rows"] == 250
+    # the per-Meter counts crossed the deferral in the trigger's kwargs
+    assert events_in(accessors, "usage")[meter_asset(ORG_ID, "api_calls").uri]["measurements"] == 250
     assert len(emu.measurements()) == 250
 
 

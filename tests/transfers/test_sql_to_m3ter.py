@@ -8,11 +8,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from m3ter_provider.assets import meter_asset
 from m3ter_provider.core.ingest.sql import QueryResult
 from m3ter_provider.errors import M3terConfigError, M3terValidationError
 from m3ter_provider.testing import M3terEmulator
 from m3ter_provider.transfers.sql_to_m3ter import SqlToM3terMeasurementsOperator
-from tests.operators.helpers import make_context, set_connection
+from tests.operators.helpers import make_context, run_with_events, set_connection
 from tests.testing.helpers import know_meters
 
 MEASUREMENTS = "POST /organizations/{orgId}/measurements"
@@ -69,6 +70,24 @@ def test_sqlite_rows_are_billed_once_across_a_retry(emu, warehouse):
     assert sum(m["measure"]["calls"] for m in stored) == sum(i % 13 for i in range(2500))
     assert {m["who"]["region"] for m in stored} == {"eu", "us"}
     assert emu.stats()["requests"][MEASUREMENTS] == 6
+
+
+def test_the_transfer_emits_one_usage_event_per_meter(emu, warehouse):
+    op = transfer(
+        sql="SELECT customer, CASE WHEN region = 'eu' THEN 'api_calls' ELSE 'storage' END AS meter, "
+        "ts, calls, region FROM usage"
+    )
+    result, events = run_with_events(op)
+    assert result["measurements"] == 2500
+    api = events[meter_asset("emulator-org", "api_calls").uri]
+    storage = events[meter_asset("emulator-org", "storage").uri]
+    assert len(events) == 2 and (api["measurements"], storage["measurements"]) == (1250, 1250)
+    assert api["uid_namespace"] == '["test_dag", "load", "manual__1", -1]' and api["rejected"] is None
+    # eu rows are the odd ones, at odd minutes
+    assert (api["first_ts"], api["last_ts"]) == ("2026-01-01T00:01:00Z", "2026-01-01T00:59:00Z")
+    assert (storage["first_ts"], storage["last_ts"]) == ("2026-01-01T00:00:00Z", "2026-01-01T00:58:00Z")
+    quiet = transfer(emit_asset_events=False)
+    assert run_with_events(quiet)[1] == {} and quiet.outlets == []
 
 
 def test_named_columns_need_no_mapping_and_parameters_are_passed(emu, warehouse):
