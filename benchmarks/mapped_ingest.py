@@ -188,6 +188,19 @@ def clear_run(airflow: Any, run_id: str) -> None:
     response.raise_for_status()
 
 
+def unsuccessful_tasks(airflow: Any, run_id: str) -> list[str]:
+    """``task[map index]: state (try n)`` of each task instance of the run that did not succeed."""
+    path = f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances?limit=1000"
+    response = airflow.get(path)
+    if not response.ok:
+        return [f"task instances unreadable: HTTP {response.status_code}"]
+    return [
+        f"{ti['task_id']}[{ti.get('map_index', -1)}]: {ti.get('state')} (try {ti.get('try_number')})"
+        for ti in response.json().get("task_instances", [])
+        if ti.get("state") != "success"
+    ]
+
+
 def run_ended(airflow: Any, run_id: str, after: str | None = None) -> dict | None:
     """The run when it is final (and ended after ``after``, an earlier end_date), else None."""
     response = airflow.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")
@@ -212,6 +225,7 @@ def cleared_run(rows: int, slices: int, added: int, repeats: int, timeout: float
         try:
             run_id = trigger(airflow, conf)
             first = airflow.wait_for(f"run {run_id}", lambda: run_ended(airflow, run_id), timeout)
+            first_unsuccessful = unsuccessful_tasks(airflow, run_id)
             stored_first = len(emulator.measurements())
             expected = change_input(source, added, repeats)
             clear_run(airflow, run_id)
@@ -224,8 +238,10 @@ def cleared_run(rows: int, slices: int, added: int, repeats: int, timeout: float
         stored = emulator.measurements()
         return {
             "first_state": first["state"],
+            "first_unsuccessful_tasks": first_unsuccessful,
             "stored_after_first": stored_first,
             "state": second["state"],
+            "unsuccessful_tasks": unsuccessful_tasks(airflow, run_id),
             "input_rows": sum(expected.values()),
             "stored": len(stored),
             "distinct_uids": len({m["uid"] for m in stored}),
