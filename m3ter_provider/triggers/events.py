@@ -44,10 +44,11 @@ from m3ter_provider.triggers.m3ter import REQUEST_TIMEOUT, _executor, is_transie
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
 
+# mypy runs against each supported Airflow: the ignores name what one of them lacks
 try:  # Airflow 3: the base that AssetWatcher accepts
-    from airflow.triggers.base import BaseEventTrigger as _Base
+    from airflow.triggers.base import BaseEventTrigger as _Base  # type: ignore[attr-defined,unused-ignore]
 except ImportError:  # Airflow 2.11: no event-driven scheduling; the sensor still defers to it
-    from airflow.triggers.base import BaseTrigger as _Base  # type: ignore[assignment]
+    from airflow.triggers.base import BaseTrigger as _Base  # type: ignore[assignment,unused-ignore]
 
 #: the shortest pause between two polls
 MIN_POLL_INTERVAL = 1.0
