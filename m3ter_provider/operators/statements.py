@@ -184,7 +184,8 @@ class _JobIds:
     """The statement job ids of this task instance, kept across its tries (see the class docstring)."""
 
     def __init__(self, context: Context, request: Any) -> None:
-        self.store = context.get("task_state_store")
+        # Airflow 3.3's task state store (typed differently, or not at all, by each Airflow: Any)
+        self.store: Any = context.get("task_state_store")
         self.fingerprint = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
         self.variable = None if self.store is not None else TryRecord(context, STATEMENT_JOB, request)
 
