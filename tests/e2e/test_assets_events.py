@@ -34,6 +34,10 @@ def test_asset_events_and_m3ter_event_watchers_under_a_real_scheduler_and_trigge
     bench = load_benchmark("executor_tokens")
     if bench.airflow_major() < 3:
         pytest.skip("AssetWatcher and event-driven scheduling need Airflow 3")
+    from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_3_PLUS
+
+    if not AIRFLOW_V_3_3_PLUS:  # before 3.3 the watermark lives in the triggerer's memory (documented)
+        pytest.skip("an Event exactly once across a triggerer restart needs Airflow 3.3's asset state store")
     out = tmp_path / "out"
     monkeypatch.setenv("E2E_M3TER_OUT", str(out))
     monkeypatch.setenv("E2E_M3TER_START", dt.datetime.now(dt.timezone.utc).isoformat())

@@ -49,10 +49,12 @@ def collect(trigger: M3terEventTrigger, count: int, timeout: float = 20.0) -> li
 
     trigger._sleep = pause
 
+    async def consume() -> None:
+        async for event in trigger.run():
+            payloads.append(event.payload)
+
     async def go() -> None:
-        async with asyncio.timeout(timeout):
-            async for event in trigger.run():
-                payloads.append(event.payload)
+        await asyncio.wait_for(consume(), timeout)  # asyncio.timeout() needs Python 3.11
 
     with contextlib.suppress(_Stopped):
         asyncio.run(go())
