@@ -52,6 +52,10 @@ def test_an_unknown_dag_id_lists_the_examples():
 @pytest.mark.e2e
 def test_demo_runs_the_month_end_answering_the_approval_through_airflows_api():
     pytest.importorskip("airflow.providers.standard.operators.hitl", reason="HITL needs Airflow 3.1+")
+    from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_3_PLUS
+
+    if not AIRFLOW_V_3_3_PLUS:  # 3.1's `airflow dags test` fails a human-in-the-loop task (seen on 3.1.8)
+        pytest.skip("the demo's approval step runs from Airflow 3.3")
     result = subprocess.run(
         [sys.executable, str(DEMO), "example_m3ter_month_end"],
         env=_env(),

@@ -145,6 +145,9 @@ def run_example(
             kwargs.update(logical_date=logical_date, run_after=logical_date)
         else:  # pragma: no cover - Airflow 2
             kwargs["execution_date"] = logical_date
+            # replacing the run deletes its notes, whose user_id points at FAB's ab_user: Airflow 2.11
+            # maps that table only once the FAB models are imported (not always so in a test worker)
+            import airflow.providers.fab.auth_manager.models  # noqa: F401
     run = dag.test(**kwargs)
     with create_session() as session:
         xcom_model = _xcom_model()

@@ -7,7 +7,7 @@ import json
 import threading
 
 import pytest
-from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_1_PLUS
+from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_3_PLUS
 
 from tests.dags.test_example_dags import REPO, run_example
 from tests.dags.test_example_dags import emulator as emulator  # the fixture
@@ -66,7 +66,13 @@ def answerer(emulator, monkeypatch):
         thread.join(10)
 
 
-@pytest.mark.skipif(not AIRFLOW_V_3_1_PLUS, reason="human-in-the-loop operators arrived in Airflow 3.1")
+#: human-in-the-loop operators arrived in Airflow 3.1, but 3.1's dag.test() fails the approval task:
+#: its in-process supervisor leaves GetHITLDetail unhandled ("'NoneType' object has no attribute
+#: 'response_received'"); seen on 3.1.8, runs on 3.3 (3.2 not tried)
+HITL_UNDER_DAG_TEST = "the approval step runs under dag.test() from Airflow 3.3 (3.1's fails it)"
+
+
+@pytest.mark.skipif(not AIRFLOW_V_3_3_PLUS, reason=HITL_UNDER_DAG_TEST)
 def test_month_end_runs_end_to_end_with_a_persons_approval(emulator, answerer, tmp_path):
     person = answerer("Approve")
     run, xcoms = run_example("example_m3ter_month_end")
@@ -100,7 +106,7 @@ def test_month_end_runs_end_to_end_with_a_persons_approval(emulator, answerer, t
     assert len(emulator.measurements()) == 30  # the same usage rows: the same uids, ingested once
 
 
-@pytest.mark.skipif(not AIRFLOW_V_3_1_PLUS, reason="human-in-the-loop operators arrived in Airflow 3.1")
+@pytest.mark.skipif(not AIRFLOW_V_3_3_PLUS, reason=HITL_UNDER_DAG_TEST)
 def test_a_rejected_month_approves_and_locks_nothing(emulator, answerer):
     from airflow.utils.session import create_session
 
