@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import datetime as dt
 import functools
 import importlib.metadata
 import importlib.util
@@ -23,7 +22,8 @@ from m3ter_provider.hooks.permanent import fails_fast, permanent_errors_fail_the
 if TYPE_CHECKING:
     # requests, the client and what it loads wait until a task makes a call: DAG files import this
     # module at every parse
-    from collections.abc import Callable, Iterable, Iterator, Mapping
+    import datetime as dt
+    from collections.abc import Iterable, Iterator, Mapping
 
     import m3ter  # the optional extra 'sdk'
 
@@ -507,24 +507,6 @@ class M3terHook(BaseHook):
         return [failure.as_dict() for failure in failures]
 
     # ---------------------------------------------------------------- warehouse: files and queries
-    def _ingest_failure_check(self, mode: str, wait: float) -> Callable[[Any], dict[str, Any]] | None:
-        """What reads this call's ingest failures after sending (``None`` when ``mode`` is off)."""
-        from m3ter_provider.core.ingest import failures as ingest_failures
-        from m3ter_provider.core.limits import check_mode, check_wait
-
-        wait = check_wait(wait)
-        if check_mode(mode) == "off":
-            return None
-        started = dt.datetime.now(dt.timezone.utc)
-
-        def check(spool: Any) -> dict[str, Any]:
-            # the spool holds every uid sent: failures are matched to it without a uid list
-            return ingest_failures.check_ingest_failures(
-                self, uids=spool, start=started, mode=mode, wait=wait, logger=self.log
-            )
-
-        return check
-
     @fails_fast
     def upload_measurements(
         self,
@@ -554,8 +536,9 @@ class M3terHook(BaseHook):
             "processed_rows", "failed_rows"}`` plus ``rejected``, ``duplicates``, ``rejections``.
         :raises M3terJobFailedError: an upload job failed.
         """
+        from m3ter_provider.core.ingest.failures import spool_checker
         from m3ter_provider.core.ingest.upload import report_failed_rows, upload
-        from m3ter_provider.core.limits import check_mode
+        from m3ter_provider.core.limits import check_mode, check_wait
         from m3ter_provider.hooks._namespaces import namespace_for_call
 
         mode = check_mode(check_ingest_failures)
@@ -570,7 +553,11 @@ class M3terHook(BaseHook):
             wait=wait,
             poll_interval=poll_interval,
             timeout=timeout,
-            after_upload=self._ingest_failure_check(mode, ingest_failures_wait),
+            after_upload=None
+            if mode == "off"
+            else spool_checker(
+                self.client, mode=mode, wait=check_wait(ingest_failures_wait), logger=self.log
+            ),
         )
         summary.setdefault("rejected", None)
         summary.setdefault("duplicates", None)

@@ -159,8 +159,17 @@ class M3terUploadMeasurementsOperator(M3terUsageEventsMixin, M3terHookMixin, Bas
                 else self.hook.get_job(FILE_UPLOAD, job_id)
                 for job_id in job_ids
             ]
-            check = self.hook._ingest_failure_check(self.check_ingest_failures, self.ingest_failures_wait)
-            extra = check(batch.spool) if check is not None and self.wait_for_completion else {}
+            extra: dict[str, Any] = {}
+            if self.check_ingest_failures != "off" and self.wait_for_completion:
+                from m3ter_provider.core.ingest.failures import spool_checker
+
+                check = spool_checker(
+                    self.hook.client,
+                    mode=self.check_ingest_failures,
+                    wait=self.ingest_failures_wait,
+                    logger=self.log,
+                )
+                extra = check(batch.spool)
         result = self._finish(jobs, base, extra)
         if self.wait_for_completion:
             self._emit(context, meters, result)

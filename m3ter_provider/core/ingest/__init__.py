@@ -20,7 +20,6 @@ re-sending the corrected row does not replace the old one.
 
 from __future__ import annotations
 
-import datetime as dt
 import gc
 import logging
 from typing import TYPE_CHECKING, Any
@@ -159,7 +158,7 @@ def submit(
     if uid_namespace is not None and (not isinstance(uid_namespace, str) or not uid_namespace):
         raise M3terValidationError("uid_namespace must be a non-empty string (or None).")
     namespace = uid_namespace if uid_namespace is not None else random_namespace()
-    started = dt.datetime.now(dt.timezone.utc)
+    check = failures.spool_checker(client, mode=mode, wait=wait, logger=logger)
     with spool_measurements(
         measurements, uid_namespace=namespace, max_items=max_items, max_bytes=max_bytes, logger=logger
     ) as spool:
@@ -171,10 +170,5 @@ def submit(
         summary = send_spool(client, spool, concurrency=concurrency, uid_namespace=namespace, log=logger)
         if after_send is not None:
             summary.update(after_send(spool))
-        # the spool holds every uid sent: failures are matched to it without a uid list in memory
-        summary.update(
-            failures.check_ingest_failures(
-                failures.ClientEvents(client), uids=spool, start=started, mode=mode, wait=wait, logger=logger
-            )
-        )
+        summary.update(check(spool))
         return summary

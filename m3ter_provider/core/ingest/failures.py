@@ -185,6 +185,21 @@ def _count(uids: Any) -> int | None:
     return int(uids.measurements) if hasattr(uids, "uids_among") else len(uids)
 
 
+def spool_checker(
+    client: M3terClient, *, mode: str, wait: float, logger: LogSink | None = None
+) -> Callable[[Spool], dict[str, Any]]:
+    """What checks one submission's ingest failures once it is sent: called with its spool (which
+    holds every uid sent, so no uid list is kept in memory); the window starts now."""
+    started = datetime.now(timezone.utc)
+
+    def check(spool: Spool) -> dict[str, Any]:
+        return check_ingest_failures(
+            ClientEvents(client), uids=spool, start=started, mode=mode, wait=wait, logger=logger
+        )
+
+    return check
+
+
 def check_ingest_failures(
     hook: EventSource,
     *,
