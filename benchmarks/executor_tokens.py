@@ -95,7 +95,7 @@ class Airflow:
             AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT="120",
             AIRFLOW__WORKERS__EXECUTION_API_RETRIES="10",
             AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="1",
-            AIRFLOW__LOGGING__LOGGING_LEVEL="WARNING",
+            AIRFLOW__LOGGING__LOGGING_LEVEL="INFO",
             AIRFLOW_CONN_M3TER_DEFAULT=conn_json,
         )
         self.processes: dict[str, subprocess.Popen] = {}

@@ -201,6 +201,18 @@ def unsuccessful_tasks(airflow: Any, run_id: str) -> list[str]:
     ]
 
 
+def asset_events(airflow: Any, run_id: str) -> list[dict]:
+    """The asset events the run's tasks emitted (uri and extra), oldest first."""
+    path = f"/api/v2/assets/events?source_dag_id={DAG_ID}&source_run_id={run_id}&order_by=timestamp"
+    response = airflow.get(path)
+    if not response.ok:
+        return [{"unreadable": response.status_code}]
+    return [
+        {"uri": event.get("uri"), "extra": event.get("extra")}
+        for event in response.json().get("asset_events", [])
+    ]
+
+
 def run_ended(airflow: Any, run_id: str, after: str | None = None) -> dict | None:
     """The run when it is final (and ended after ``after``, an earlier end_date), else None."""
     response = airflow.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")
@@ -247,6 +259,7 @@ def cleared_run(rows: int, slices: int, added: int, repeats: int, timeout: float
             "distinct_uids": len({m["uid"] for m in stored}),
             "rows_as_expected": collections.Counter(m["metadata"]["row"] for m in stored) == expected,
             "reconciled": reconciled(airflow, run_id),
+            "asset_events": asset_events(airflow, run_id),
         }
 
 

@@ -31,6 +31,13 @@ re-sends only uids m3ter ingests once. Create the pool once per deployment::
 (A task in a pool that does not exist never runs under a scheduler; running this file directly
 creates it before ``dag.test()``.)
 
+**One asset event per load** (Airflow 3): the mapped tasks emit none; ``reconcile`` emits one for the
+Meter (``m3ter://<org>/meters/example_mapped_requests``, through the ``m3ter/usage`` alias) once the
+counts agree, so a DAG scheduled on the Meter runs once per complete load, not once per slice. It
+also avoids a race in Airflow 3's api-server: mapped tasks that finish together and each attach a
+not-yet-registered asset to an alias can both try to create it, and the loser is marked failed
+(``UNIQUE constraint failed: asset.name, asset.uri``) although its measurements are in m3ter.
+
 **Demo input.** When the input file is absent, ``generate`` writes ``rows`` measurements to it.
 The DAG finds or creates the Meter it reports (m3ter refuses measurements of unknown Meters).
 
@@ -46,7 +53,9 @@ import tempfile
 
 from airflow.providers.common.compat.sdk import DAG, task
 
+from m3ter_provider.assets import meter_asset
 from m3ter_provider.hooks.m3ter import M3terHook
+from m3ter_provider.operators.asset_events import alias_outlets, emit_asset_event
 from m3ter_provider.operators.m3ter import M3terSplitMeasurementsOperator, M3terSubmitMeasurementsOperator
 
 POOL = "m3ter_ingest"
@@ -121,9 +130,10 @@ with DAG(
         print(f"Wrote {params['rows']:,} measurements to {target}.")
         return str(target)
 
-    @task
-    def reconcile(slices: list[str], results: list[dict], ti=None) -> dict:
-        """Sent (counted by ``split``) against accepted (what each mapped task says m3ter took)."""
+    @task(outlets=alias_outlets("usage"))
+    def reconcile(slices: list[str], results: list[dict], ti=None, **context) -> dict:
+        """Sent (counted by ``split``) against accepted (what each mapped task says m3ter took);
+        once they agree, one asset event for the Meter (Airflow 3)."""
         rows = ti.xcom_pull(task_ids="split", key="rows")
         results = list(results)
         accepted = [result["measurements"] for result in results]
@@ -146,6 +156,9 @@ with DAG(
             )
         for name in slices:  # the counts agree: the slice files have done their job
             storage_path(name).unlink()
+        if alias_outlets("usage"):
+            meter = meter_asset(M3terHook().org_id, METER_CODE)
+            emit_asset_event(context, "m3ter/usage", meter, {**summary, "run_id": ti.run_id})
         print(
             "Reconciled: {sent:,} measurements sent, {accepted:,} accepted, in {requests:,} requests "
             "over {slices} slices.".format(**summary)
@@ -162,6 +175,7 @@ with DAG(
         concurrency=INGEST_CONCURRENCY,
         retries=2,
         retry_delay=dt.timedelta(seconds=10),
+        emit_asset_events=False,  # reconcile emits one event for the whole load (see above)
         # one namespace for every slice: a row's uid follows its content, not the slice it is in
         uid_namespace="{{ dag.dag_id }}/ingest_slice/{{ run_id }}",
     ).expand(measurements_file=sliced)

@@ -53,6 +53,15 @@ def asset_alias(kind: str) -> AssetAlias:
     return AssetAlias(name=asset_alias_name(kind))
 
 
+def alias_outlets(kind: str) -> list[Any]:
+    """The outlets a ``@task`` declares to emit m3ter asset events of ``kind`` with
+    :func:`emit_asset_event`: ``[asset_alias(kind)]`` on Airflow 3, ``[]`` on Airflow 2.11 (where an
+    event through an alias fails the task inside Airflow, so none is declared or emitted)."""
+    from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_0_PLUS
+
+    return [asset_alias(kind)] if AIRFLOW_V_3_0_PLUS else []
+
+
 def _as_list(outlets: Any) -> list[Any]:
     if outlets is None:
         return []
@@ -105,14 +114,13 @@ class M3terAssetEventsMixin:
     asset_event_kind: ClassVar[str]
 
     def __init__(self, *, emit_asset_events: bool = True, **kwargs: Any) -> None:
-        from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_0_PLUS
-
         # Airflow 3's data model: on 2.11 a dataset event through an alias fails the task inside
         # Airflow ("Can't flush None value found in collection DatasetModel.aliases" under dag.test),
         # so 2.11 declares and emits nothing
-        self.emit_asset_events = bool(emit_asset_events) and AIRFLOW_V_3_0_PLUS
-        if self.emit_asset_events:
-            kwargs["outlets"] = [*_as_list(kwargs.get("outlets")), asset_alias(self.asset_event_kind)]
+        alias = alias_outlets(self.asset_event_kind) if emit_asset_events else []
+        self.emit_asset_events = bool(alias)
+        if alias:
+            kwargs["outlets"] = [*_as_list(kwargs.get("outlets")), *alias]
         super().__init__(**kwargs)
 
     @property
@@ -124,6 +132,12 @@ class M3terAssetEventsMixin:
         """One asset event for ``asset`` (nothing when the task opted out with ``emit_asset_events``)."""
         if self.emit_asset_events:
             emit_asset_event(context, self.asset_alias_name, asset, extra)
+
+
+# ``Operator.partial(...)`` checks its keywords against the ``__init__`` of each class in the MRO that
+# BaseOperator's metaclass wrapped (it records their names there); a plain mixin's keyword is declared
+# the same way, or ``partial(emit_asset_events=False)`` is refused as unexpected (Airflow 2.11 and 3)
+setattr(M3terAssetEventsMixin.__init__, "_BaseOperatorMeta__param_names", frozenset({"emit_asset_events"}))  # noqa: B010
 
 
 class M3terUsageEventsMixin(M3terAssetEventsMixin):

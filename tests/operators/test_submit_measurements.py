@@ -254,3 +254,19 @@ def test_a_given_uid_namespace_is_shared_by_mapped_instances(emu):
     submit(moved, run_id="run-a", map_index=5)  # the same rows in another slice: nothing new
     assert emu.stats()["measurements_stored"] == 6
     assert op.template_fields.count("uid_namespace") == 1
+
+
+def test_a_mapped_submit_takes_the_mixins_keywords_in_partial():
+    """``partial(emit_asset_events=False)``: Airflow checks partial's keywords against the classes its
+    metaclass wrapped, which a plain mixin is not; refused as unexpected until the mixin declared it."""
+    import datetime as dt
+
+    from airflow.providers.common.compat.sdk import DAG
+
+    with DAG("mapped_quiet", schedule=None, start_date=dt.datetime(2026, 1, 1)):
+        mapped = M3terSubmitMeasurementsOperator.partial(
+            task_id="ingest", emit_asset_events=False, uid_namespace="ns"
+        ).expand(measurements_file=["a.jsonl", "b.jsonl"])
+    assert mapped.partial_kwargs["emit_asset_events"] is False
+    with pytest.raises(TypeError, match="emit_asset_event'"):  # a misspelt keyword is still refused
+        M3terSubmitMeasurementsOperator.partial(task_id="ingest2", emit_asset_event=False)
