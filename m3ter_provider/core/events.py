@@ -1,7 +1,9 @@
 """New m3ter Events since a watermark, read from ``GET /events`` (framework-free).
 
-m3ter lists Events newest first, pages with ``nextToken``, and has no "since" filter: a reader pages
-from the newest until it reaches an Event at or before its watermark. The watermark is the
+``GET /events`` pages with ``nextToken`` and has no "since" filter. Neither m3ter's OpenAPI spec nor
+its docs say in which order it lists Events; the reader relies on none: it stops early (at an Event
+before its watermark) only once the listing has shown itself newest first (a strictly older Event
+after a newer one, never the reverse), and otherwise reads every page. The watermark is the
 ``eventTime`` of the newest Event already delivered plus the ids delivered at exactly that time
 (several Events can share a timestamp), so an Event is delivered once however the polls fall.
 
@@ -110,27 +112,73 @@ def read_new_events(
     With no watermark (a first poll), nothing is delivered: the newest Event's time becomes the
     watermark (a reader starts from now; give a watermark to start earlier).
 
-    Pages are read from the newest until the watermark, so a backlog costs one request per 100
-    Events, once.
+    A listing that proves newest first (as the emulator's, and m3ter's as far as anyone has seen)
+    is read until the watermark, so a backlog costs one request per 100 Events, once; any other
+    order is read to its last page.
 
     :param client: anything with m3ter's ``paginate(path, params=..., page_size=...)``.
     :return: the new Events oldest first, and the watermark to keep until they are delivered (the
         caller advances it Event by Event with :meth:`Watermark.advanced`).
     """
     params = query(event_name, filters)
+    order = ListingOrder()
     newer: list[tuple[dt.datetime, dict[str, Any]]] = []
+    newest: Watermark | None = None  # on a first poll: the newest Event seen
     for event in client.paginate(EVENTS_PATH, params=params, page_size=MAX_PAGE_SIZE):
         moment = parse_time(event.get("eventTime"))
         event_id = str(event.get("id"))
+        order.see(moment)
         if watermark is None:
-            return [], Watermark(moment, frozenset({event_id}))
+            newest = (
+                Watermark(moment, frozenset({event_id}))
+                if newest is None
+                else newest.advanced(moment, event_id)
+            )
+            if order.newest_first and moment < newest.time:
+                break  # newest first: the rest is older still
+            continue
         if watermark.covers(moment, event_id):
-            if moment < watermark.time:
+            if order.newest_first and moment < watermark.time:
                 break  # newest first: everything after this is older still
             continue
         newer.append((moment, event))
-    if watermark is None:  # no Event at all yet: start from the beginning of time
-        return [], Watermark(dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc))
-    newer.reverse()  # m3ter lists newest first: oldest first, Events of one time in the order made
-    newer.sort(key=lambda pair: pair[0])
+    if watermark is None:  # a first poll: from the newest Event, or from the beginning of time
+        return [], newest or Watermark(dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc))
+    newer.sort(key=lambda pair: pair[0])  # stable: Events of one time stay in listing order
+    if not order.oldest_first:
+        _reverse_ties(newer)  # newest first lists the Events of one time last made first
     return [event for _, event in newer], watermark
+
+
+class ListingOrder:
+    """What the Event times seen so far prove of a listing's order: newest first (a strict decrease,
+    never an increase) or oldest first (the reverse); neither until the times show it. A reader may
+    stop at an Event older than it needs only once the listing is proven newest first."""
+
+    def __init__(self) -> None:
+        self._last: dt.datetime | None = None
+        self._decreased = False
+        self._increased = False
+
+    def see(self, moment: dt.datetime) -> None:
+        if self._last is not None:
+            self._decreased |= moment < self._last
+            self._increased |= moment > self._last
+        self._last = moment
+
+    @property
+    def newest_first(self) -> bool:
+        return self._decreased and not self._increased
+
+    @property
+    def oldest_first(self) -> bool:
+        return self._increased and not self._decreased
+
+
+def _reverse_ties(pairs: list[tuple[dt.datetime, dict[str, Any]]]) -> None:
+    """Reverse each run of equal times in place (sorted pairs): the order those Events were made."""
+    start = 0
+    for end in range(1, len(pairs) + 1):
+        if end == len(pairs) or pairs[end][0] != pairs[start][0]:
+            pairs[start:end] = pairs[start:end][::-1]
+            start = end

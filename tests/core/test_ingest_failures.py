@@ -66,6 +66,15 @@ def test_the_window_stops_the_scan_of_a_newest_first_list() -> None:
     assert [f.uid for f in windowed] == ["u3", "u4", "u5"]
 
 
+def test_an_oldest_first_list_is_scanned_to_its_end() -> None:
+    """m3ter's spec does not say in which order it lists Events: an old Event first is no proof."""
+    events = [_event(i, NOW - dt.timedelta(hours=i), {"eventData": {"uid": f"u{i}", "errorType": "X"}})
+              for i in reversed(range(10))]  # fmt: skip
+    hook = FakeHook(events)
+    found = read_ingest_failures(hook, start=NOW - dt.timedelta(hours=2, minutes=30))
+    assert sorted(f.uid for f in found) == ["u0", "u1", "u2"] and hook.yielded == 10
+
+
 def test_event_times_of_any_precision_are_read() -> None:
     events = [_event(0, NOW, {"eventData": {"uid": "u0"}}), _event(1, NOW, {"eventData": {"uid": "u1"}})]
     events[0]["eventTime"] = "2026-01-01T11:59:59.1234567Z"

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
 from m3ter_provider.core._text import plural
+from m3ter_provider.core.events import ListingOrder
 from m3ter_provider.core.limits import check_mode, check_wait
 from m3ter_provider.errors import M3terError, M3terIngestCheckError, M3terIngestRejectedError
 
@@ -134,25 +135,24 @@ def read_ingest_failures(
         collection, or the submission's spool (see :meth:`m3ter_provider.core.ingest.Spool.uids_among`).
     :param fetch_details: when an Event does not itself name the measurement's uid or the reason,
         download its failed-ingest file (a presigned URL, fetched without the bearer token) to read them.
-    :param max_events: stop after scanning this many Events (m3ter lists the newest first).
+    :param max_events: stop after scanning this many Events (a listing proven newest first stops at
+        the first Event before ``start``; see :class:`~m3ter_provider.core.events.ListingOrder`).
     """
     start = _aware(start)
     end = _aware(end) if end is not None else None
     select = _selector(uids)
     found: list[IngestFailure] = []
-    previous: datetime | None = None
-    newest_first = True
+    order = ListingOrder()
     for scanned, event in enumerate(hook.paginate("events", params={"eventName": EVENT_NAME}, page_size=100)):
         if scanned >= max_events:
             log.warning("Stopped after scanning %d ingest failure Events (max_events).", max_events)
             break
         moment = _parse_time(event.get("eventTime"))
-        if moment is not None and previous is not None and moment > previous:
-            newest_first = False
-        previous = moment if moment is not None else previous
+        if moment is not None:
+            order.see(moment)
         if moment is not None and moment < start - CLOCK_SKEW:
-            if newest_first:
-                break  # every later Event is older still
+            if order.newest_first:
+                break  # proven newest first: every later Event is older still
             continue
         if moment is not None and end is not None and moment > end:
             continue
