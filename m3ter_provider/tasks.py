@@ -7,6 +7,7 @@ modules (an import-linter contract in pyproject.toml checks it).
 
 from __future__ import annotations
 
+import logging
 from functools import cached_property
 from typing import Any
 
@@ -15,6 +16,8 @@ from airflow.providers.common.compat.sdk import conf
 from m3ter_provider.core.jobs import JobKind, get_kind
 from m3ter_provider.errors import M3terJobFailedError, M3terJobTimeoutError
 from m3ter_provider.hooks.m3ter import M3terHook
+
+log = logging.getLogger(__name__)
 
 
 def default_deferrable() -> bool:
@@ -50,12 +53,35 @@ def job_from_event(
     raise error(message, kind=job_kind.name, job_id=job_id, status=event.get("job_status"))
 
 
-def task_uid_namespace(context: Any) -> str:
+def task_uid_namespace(context: Any, source_file: Any = None) -> str:
     """The uid namespace of the running task instance (DAG, task, run, map index): the same on every
-    try, so a retried or cleared task re-sends the same uids and m3ter ingests each once."""
+    try, so a retried or cleared task re-sends the same uids and m3ter ingests each once.
+
+    A mapped task instance reading ``source_file`` keys on its input instead of its map index, which
+    changes when a cleared run's mapped list is reordered or grows: a slice file that
+    :func:`~m3ter_provider.core.ingest.slices.split_by_content` wrote shares one namespace with every
+    slice of the run (identical rows land in one slice, so a row keeps its uid whichever slice it
+    moves to), any other file is keyed by its path. A mapped task given rows, not a file, keeps its map
+    index (say ``uid_namespace`` when the mapped list can change between tries).
+    """
+    import json
+
+    from m3ter_provider.core.ingest.slices import is_slice_file
     from m3ter_provider.core.ingest.uids import task_namespace
 
-    return task_namespace(context["ti"], context["run_id"])
+    ti, run_id = context["ti"], context["run_id"]
+    map_index = getattr(ti, "map_index", -1)
+    if map_index is None or map_index < 0:
+        return task_namespace(ti, run_id)
+    if source_file is None:
+        log.warning(
+            "Mapped task without uid_namespace: measurement uids derive from map index %s. If the "
+            "mapped list can be reordered or grow before a clear, give uid_namespace (one per input).",
+            map_index,
+        )
+        return task_namespace(ti, run_id)
+    key = "content slices" if is_slice_file(source_file) else f"file {source_file}"
+    return json.dumps([ti.dag_id, ti.task_id, run_id, key])
 
 
 def templated(*values: Any) -> bool:

@@ -66,10 +66,11 @@ class M3terSubmitMeasurementsOperator(
         the file's suffix.
     :param concurrency: measurement batches in flight at once (1 to 10, default 4).
     :param uid_namespace: the namespace the uids are derived from; by default the task
-        instance's (dag id, task id, run id, map index). Give one shared by every mapped task when
-        the input was split by content (:func:`m3ter_provider.core.ingest.slices.split_by_content`),
-        e.g. ``"{{ dag.dag_id }}/{{ run_id }}"``: a row then keeps its uid whichever slice it lands
-        in. (templated)
+        instance's (dag id, task id, run id, map index). A mapped task reading a file keys on the file
+        instead of the map index: the slices of one run that
+        :func:`m3ter_provider.core.ingest.slices.split_by_content` (or
+        ``M3terSplitMeasurementsOperator``) wrote share one namespace, so a row keeps its uid whichever
+        slice it lands in; any other file is keyed by its path. (templated)
     :param check_ingest_failures: ``"off"`` (default), ``"warn"`` or ``"fail"``.
     :param ingest_failures_wait: seconds to keep reading failures after submitting (m3ter validates
         asynchronously; in ``"fail"`` mode the first failures found end the wait). Default 60.
@@ -135,7 +136,7 @@ class M3terSubmitMeasurementsOperator(
             self.log.info("Reading measurements from %s.", self.measurements_file)
         else:
             source = measurements_from_value(self.measurements)
-        namespace = self.uid_namespace or task_uid_namespace(context)
+        namespace = self.uid_namespace or task_uid_namespace(context, self.measurements_file)
         persist_console_link(context, self.hook.console_url)
         tally = self.tally_meters(source)
         result = self.hook.submit_measurements(

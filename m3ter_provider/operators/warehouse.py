@@ -132,7 +132,7 @@ class M3terUploadMeasurementsOperator(M3terUsageEventsMixin, M3terHookMixin, Bas
         persist_console_link(context, self.hook.console_url)
         source = self._source()
         tally = self.tally_meters(source)
-        with prepare(tally, uid_namespace=task_uid_namespace(context)) as batch:
+        with prepare(tally, uid_namespace=task_uid_namespace(context, self.measurements_file)) as batch:
             # per Meter, read while the files were written (kept across a deferral)
             meters = tally.summary() if tally is not source else None
             record = TryRecord(context, FILE_UPLOAD, [f.digest for f in batch.files])
@@ -190,7 +190,10 @@ class M3terUploadMeasurementsOperator(M3terUsageEventsMixin, M3terHookMixin, Bas
         """The usage asset events, once the upload jobs are done."""
         if meters is not None:
             self.emit_usage_events(
-                context, meters, uid_namespace=task_uid_namespace(context), rejected=result.get("rejected")
+                context,
+                meters,
+                uid_namespace=task_uid_namespace(context, self.measurements_file),
+                rejected=result.get("rejected"),
             )
 
     def _wait_deferred(

@@ -270,3 +270,48 @@ def test_a_mapped_submit_takes_the_mixins_keywords_in_partial():
     assert mapped.partial_kwargs["emit_asset_events"] is False
     with pytest.raises(TypeError, match="emit_asset_event'"):  # a misspelt keyword is still refused
         M3terSubmitMeasurementsOperator.partial(task_id="ingest2", emit_asset_event=False)
+
+
+def _split_and_ingest(tmp_path, rows, run_id="manual__1"):
+    """``M3terSplitMeasurementsOperator`` then the submit operator mapped over its slices, with no
+    ``uid_namespace``, as a DAG author would first write it; returns the slice names by map index."""
+    from m3ter_provider.operators.m3ter import M3terSplitMeasurementsOperator
+
+    source = tmp_path / "usage.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    split = M3terSplitMeasurementsOperator(task_id="split", source=str(source), slice_count=8)
+    context = make_context(split, run_id=run_id)
+    context["ti"].xcom_push = lambda **_: None
+    slices = split.execute(context)
+    for map_index, path in enumerate(slices):  # map indexes follow the non-empty slices
+        op = M3terSubmitMeasurementsOperator(task_id="ingest", measurements_file=path)
+        op.execute(make_context(op, run_id=run_id, map_index=map_index))
+    return [p.rsplit("/", 1)[-1] for p in slices]
+
+
+def test_mapped_slices_without_a_namespace_keep_each_rows_uid_when_a_slice_fills(emu, tmp_path):
+    """A cleared run whose input grew: a slice that was empty fills, every later slice moves to the
+    next map index. Keyed on the map index, those rows would get new uids and be billed twice."""
+    rows = [measurement(i) for i in range(3)]
+    first = _split_and_ingest(tmp_path, rows)
+    grown = rows + [measurement(i) for i in range(3, 40)]
+    second = _split_and_ingest(tmp_path, grown)
+    assert len(second) > len(first) and second[: len(first)] != first  # the map indexes moved
+    stored = emu.measurements()
+    assert len(stored) == len({m["uid"] for m in stored}) == 40
+
+
+def test_mapped_files_are_keyed_by_file_and_rows_by_map_index(caplog):
+    from m3ter_provider.tasks import task_uid_namespace
+
+    op = M3terSubmitMeasurementsOperator(task_id="ingest", measurements=[])
+    mapped = make_context(op, map_index=3)
+    assert json.loads(task_uid_namespace(make_context(op))) == ["test_dag", "ingest", "manual__1", -1]
+    assert (
+        json.loads(task_uid_namespace(mapped, "/d/usage.jsonl.slices/r/part-00002-of-00008.jsonl"))[3]
+        == "content slices"
+    )
+    assert json.loads(task_uid_namespace(mapped, "/data/hour-07.csv"))[3] == "file /data/hour-07.csv"
+    assert "uid_namespace" not in caplog.text
+    assert json.loads(task_uid_namespace(mapped))[3] == 3
+    assert "Mapped task without uid_namespace" in caplog.text

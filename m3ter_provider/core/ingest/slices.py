@@ -24,13 +24,24 @@ import dataclasses
 import hashlib
 import os
 import pathlib
+import re
 from typing import Any
 
 from m3ter_provider.core.ingest import schema
 from m3ter_provider.core.ingest.sources import MeasurementFile, chunks_of
 from m3ter_provider.core.limits import MAX_SLICES, check_slice_count
 
-__all__ = ["MAX_SLICES", "Slice", "check_slice_count", "slice_of", "split_by_content"]
+__all__ = ["MAX_SLICES", "Slice", "check_slice_count", "is_slice_file", "slice_of", "split_by_content"]
+
+#: how :func:`split_by_content` names a slice file: ``<name>-00002-of-00008.jsonl``
+SLICE_FILE_NAME = re.compile(r"-\d{5}-of-\d{5}\.jsonl$")
+
+
+def is_slice_file(path: Any) -> bool:
+    """Whether ``path`` (a string, a ``pathlib.Path`` or an ``ObjectStoragePath``) is named as
+    :func:`split_by_content` names its slice files."""
+    return bool(SLICE_FILE_NAME.search(str(path).rstrip("/").rsplit("/", 1)[-1]))
+
 
 #: changes only with the assignment, so a row keeps its slice across provider releases
 _PERSON = b"m3ter-slice-v1"
