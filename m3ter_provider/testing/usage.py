@@ -30,6 +30,11 @@ FREQUENCIES = ("DAY", "HOUR", "WEEK", "MONTH", "QUARTER")
 def query(app: EmulatorApp, body: dict) -> dict:
     """The ``UsageQueryResponse`` for a validated request body (400 for a request m3ter refuses)."""
     start, end = _date(body, "startDate"), _date(body, "endDate")
+    # the spec's request schema lists neither field, but its description marks the time period
+    # "(Required)": the emulator holds m3ter to the description
+    for name, value in (("startDate", start), ("endDate", end)):
+        if value is None:
+            raise ApiError(400, f"{name} is required: the query's time period (ISO-8601 date-time)")
     if start and end and end <= start:
         raise ApiError(400, "endDate must be after startDate")
     limit = body.get("limit", MAX_LIMIT)

@@ -378,6 +378,9 @@ def _run_finance_scenario(emu: M3terEmulator, api: Api) -> None:
     assert [m["uid"] for m in answer["data"]] == ["fin-2", "fin-1"] and answer["hasMoreData"] is True
     assert api.post("usage/query", json={**query, "limit": 10}).json()["hasMoreData"] is False
     assert api.post("usage/query", json={**query, "limit": "all"}).status_code == 400
+    for name in ("startDate", "endDate"):  # the time period is "(Required)", says the spec's description
+        answer = api.post("usage/query", json={k: v for k, v in query.items() if k != name})
+        assert answer.status_code == 400 and name in answer.json()["message"]
     # aggregated usage queries: the spec's functions, grouped by account, dimension and time
     field = {"meterId": meter["id"], "fieldCode": "calls"}
     aggregated = {**query, "limit": 100, "aggregations": [
