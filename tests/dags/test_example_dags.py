@@ -124,10 +124,11 @@ def emulator(airflow_db, monkeypatch, tmp_path) -> Iterator[M3terEmulator]:
 
 
 def run_example(
-    dag_id: str, conf: dict | None = None, logical_date: Any = None
+    dag_id: str, conf: dict | None = None, logical_date: Any = None, expect: str = "success"
 ) -> tuple[Any, dict[tuple[str, str], Any]]:
     """``dag.test()`` one example DAG (``conf``: its params); return its DagRun and XComs by task, key.
 
+    :param expect: the state the run must end in.
     :param logical_date: the run's logical date; ``dag.test()`` given one already used replaces that
         run with a fresh one of the same run id, as clearing the run would.
     """
@@ -154,7 +155,7 @@ def run_example(
         rows = session.query(xcom_model).filter_by(dag_id=dag_id, run_id=run.run_id).all()
         xcoms = {(row.task_id, row.key): _xcom_value(row.value) for row in rows}
         states = {ti.task_id: ti.state for ti in run.get_task_instances(session=session)}
-    assert run.state == "success", f"{dag_id} ended {run.state}: task states {states}"
+    assert run.state == expect, f"{dag_id} ended {run.state}: task states {states}"
     return run, xcoms
 
 
