@@ -10,7 +10,9 @@ through three paths a user takes:
   real Airflow context set with Airflow's own ``set_current_context``; ``dag.test()`` per example
   would take ~20 s, so each path also has a ``dag.test()`` test in test_exactly_once_hook.py);
 - ``operator``: ``M3terSubmitMeasurementsOperator.execute``;
-- ``calls``: several ``submit_measurements`` calls in one task (one per "hourly file").
+- ``calls``: several ``submit_measurements`` calls in one task (one per "hourly file");
+- ``mapped slices``: ``M3terSplitMeasurementsOperator`` and the submit operator mapped over its
+  slices with no ``uid_namespace``, the whole run cleared between tries.
 
 What m3ter stores, as a multiset of contents, must equal the events the last try's input holds
 (identical rows are separate events, in one call or in two). When a try removed rows, an earlier try
@@ -24,6 +26,7 @@ Profiles: ``ci`` (default, a few dozen examples per path) and ``long``
 from __future__ import annotations
 
 import collections
+import json
 import os
 import random
 import time
@@ -276,3 +279,40 @@ def test_several_calls_in_one_task(emu, monkeypatch, killer, calls, plans):
                 hook.submit_measurements([row(c) for c in rows], concurrency=concurrency)
 
     run_tries(emu, monkeypatch, killer, calls, plans, run_one)
+
+
+def with_slice_examples(test: Any) -> Any:
+    """The explicit examples, on 2 rows in 4 slices (so some are empty until the input grows)."""
+    for plans in EXAMPLES:
+        test = example(rows=ROWS[:2], plans=plans, slice_count=4)(test)
+    # both rows in the last of 4 slices (map index 0); the retry's new rows fill slices 0 and 1, so
+    # the first rows' slice moves to map index 2: keyed on the map index, they would bill twice
+    grows = [plan("fail_after"), plan(None, "add", added=[(0, 0, 0), (1, 0, 0)])]
+    return example(rows=[(1, 4, 1), (1, 1, 1)], plans=grows, slice_count=4)(test)
+
+
+@settings.get_profile(PROFILE)
+@given(rows=st.lists(contents, max_size=24), plans=tries, slice_count=st.integers(1, 6))
+@lambda test: with_slice_examples(test)
+def test_mapped_slices_cleared_whole(emu, monkeypatch, killer, tmp_path_factory, rows, plans, slice_count):
+    """``M3terSplitMeasurementsOperator`` then the submit operator mapped over its slices, no
+    ``uid_namespace``; every try re-splits the (changed) input and runs every slice, as clearing the
+    whole run does: a grown input can fill a slice that was empty and move later slices to other map
+    indexes."""
+    from m3ter_provider.operators.m3ter import M3terSplitMeasurementsOperator
+
+    folder = tmp_path_factory.mktemp("slices")
+
+    def run_one(calls, try_number, concurrency):
+        source = folder / "usage.jsonl"
+        source.write_text("".join(json.dumps(row(c)) + "\n" for c in calls[0]), encoding="utf-8")
+        split = M3terSplitMeasurementsOperator(task_id="split", source=str(source), slice_count=slice_count)
+        context = make_context(split, try_number=try_number)
+        context["ti"].xcom_push = lambda **_: None
+        for map_index, path in enumerate(split.execute(context)):
+            op = M3terSubmitMeasurementsOperator(
+                task_id="push", measurements_file=path, concurrency=concurrency
+            )
+            op.execute(make_context(op, try_number=try_number, map_index=map_index))
+
+    run_tries(emu, monkeypatch, killer, [rows], plans, run_one)
