@@ -34,6 +34,8 @@ SHOWN = {
     "m3ter_provider.core.ingest": ["MeasurementFile"],
     "m3ter_provider.retry": ["RetryPolicy"],  # before the core/ move
     "m3ter_provider.core.retry": ["RetryPolicy"],
+    "m3ter_provider.client": ["M3terClient"],  # before the core/ move
+    "m3ter_provider.core.client": ["M3terClient"],
 }
 
 
@@ -43,9 +45,12 @@ def test_a_path_the_readme_showed_still_imports(module: str, name: str) -> None:
 
 
 def test_moved_names_are_the_same_objects_as_in_the_core() -> None:
+    from m3ter_provider.client import M3terClient as OldM3terClient
+    from m3ter_provider.core.client import M3terClient
     from m3ter_provider.core.ingest import MeasurementFile
     from m3ter_provider.core.retry import RetryPolicy
     from m3ter_provider.ingest import MeasurementFile as OldMeasurementFile
     from m3ter_provider.retry import RetryPolicy as OldRetryPolicy
 
     assert OldMeasurementFile is MeasurementFile and OldRetryPolicy is RetryPolicy
+    assert OldM3terClient is M3terClient
