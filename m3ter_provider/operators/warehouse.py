@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -56,8 +57,8 @@ class M3terUploadMeasurementsOperator(M3terUsageEventsMixin, M3terHookMixin, Bas
     :param timeout: seconds to wait for a job at most (``None``: no limit).
     :param deferrable: hand the wait to the triggerer (default ``[operators] default_deferrable``).
     :param check_ingest_failures: ``"off"`` (default), ``"warn"`` or ``"fail"``: rows the jobs
-        counted as failed, and (when not deferred) the ``ingest.validation.failure`` Events of the
-        uploaded uids.
+        counted as failed, and the ``ingest.validation.failure`` Events of the uploaded uids (after a
+        deferral the input is read once more to derive them again).
     :param ingest_failures_wait: seconds to keep reading failure Events.
     :param bool emit_asset_events: once the upload jobs are done (with ``wait_for_completion``; none
         without it), emit one asset event per Meter, ``m3ter://<org id>/meters/<meter code>``, through
@@ -132,6 +133,7 @@ class M3terUploadMeasurementsOperator(M3terUsageEventsMixin, M3terHookMixin, Bas
         persist_console_link(context, self.hook.console_url)
         source = self._source()
         tally = self.tally_meters(source)
+        checked_from = dt.datetime.now(dt.timezone.utc).isoformat()  # the failure Events' window
         with prepare(tally, uid_namespace=task_uid_namespace(context, self.measurements_file)) as batch:
             # per Meter, read while the files were written (kept across a deferral)
             meters = tally.summary() if tally is not source else None
@@ -150,7 +152,7 @@ class M3terUploadMeasurementsOperator(M3terUsageEventsMixin, M3terHookMixin, Bas
                 record.set(",".join(job_ids))
             base = {"measurements": batch.measurements, "bytes": batch.bytes, "files": len(batch.files)}
             if self.wait_for_completion and self.deferrable:
-                return self._wait_deferred(context, job_ids, base, meters)
+                return self._wait_deferred(context, job_ids, base, meters, checked_from)
             jobs = [
                 self.hook.wait_for_job(
                     FILE_UPLOAD, job_id, poll_interval=self.poll_interval, timeout=self.timeout
@@ -202,6 +204,7 @@ class M3terUploadMeasurementsOperator(M3terUsageEventsMixin, M3terHookMixin, Bas
         job_ids: list[str],
         base: dict[str, Any],
         meters: dict[str, Any] | None = None,
+        checked_from: str | None = None,
     ) -> dict[str, Any]:
         """Defer on the first upload job still running; finish once none is."""
         jobs = []
@@ -223,10 +226,10 @@ class M3terUploadMeasurementsOperator(M3terUsageEventsMixin, M3terHookMixin, Bas
                         end_time=None if self.timeout is None else time.time() + self.timeout,
                     ),
                     method_name="execute_complete",
-                    kwargs={"job_ids": job_ids, "base": base, "meters": meters},
+                    kwargs={"job_ids": job_ids, "base": base, "meters": meters, "checked_from": checked_from},
                 )
             jobs.append(job)
-        result = self._finish(jobs, base, {})
+        result = self._finish(jobs, base, self._check_after_deferral(context, checked_from))
         self._emit(context, meters, result)
         TryRecord(context, FILE_UPLOAD).delete()
         return result
@@ -239,10 +242,33 @@ class M3terUploadMeasurementsOperator(M3terUsageEventsMixin, M3terHookMixin, Bas
         job_ids: list[str] | None = None,
         base: dict[str, Any] | None = None,
         meters: dict[str, Any] | None = None,
+        checked_from: str | None = None,
     ) -> dict[str, Any]:
         """Resume after the trigger fired: fail with its message, or wait for the next job."""
         job_from_event(event, FILE_UPLOAD)
-        return self._wait_deferred(context, list(job_ids or []), dict(base or {}), meters)
+        return self._wait_deferred(context, list(job_ids or []), dict(base or {}), meters, checked_from)
+
+    def _check_after_deferral(self, context: Context, checked_from: str | None) -> dict[str, Any]:
+        """``check_ingest_failures`` once the deferred jobs are done: the spool of uids did not cross
+        the deferral, so the uids are derived again from the same input (one more read of it; the
+        namespace and the content fix them), and the window starts before the first upload."""
+        if self.check_ingest_failures == "off" or checked_from is None:
+            return {}
+        from m3ter_provider.core.ingest.failures import ClientEvents, check_ingest_failures
+        from m3ter_provider.core.ingest.upload import prepare
+
+        self.log.info("Reading the input again for its uids, to check m3ter's ingest failure Events.")
+        with prepare(
+            self._source(), uid_namespace=task_uid_namespace(context, self.measurements_file)
+        ) as batch:
+            return check_ingest_failures(
+                ClientEvents(self.hook.client),
+                uids=batch.spool,
+                start=dt.datetime.fromisoformat(checked_from),
+                mode=self.check_ingest_failures,
+                wait=self.ingest_failures_wait,
+                logger=self.log,
+            )
 
 
 class M3terUsageQueryOperator(M3terHookMixin, BaseOperator):

@@ -190,3 +190,25 @@ def test_usage_query_operator_checks_its_query_when_the_dag_is_parsed(tmp_path):
     with pytest.raises(M3terConfigError, match="format"):
         query_op(destination=str(tmp_path / "u.xlsx"))
     query_op(destination="{{ var.value.folder }}/u.jsonl", query_start="{{ ds }}")  # checked once rendered
+
+
+def test_a_deferred_upload_still_checks_the_failure_events_of_its_own_uids(emu, tmp_path):
+    """The spool of uids does not cross a deferral: they are derived again from the same input."""
+    from m3ter_provider.errors import M3terIngestRejectedError
+
+    path = tmp_path / "usage.jsonl"
+    rows = [measurement(i) for i in range(4)]
+    rows.append({"account": "acme", "meter": "unknown_meter", "ts": "2026-01-01T00:00:00Z"})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    kwargs = {"measurements_file": str(path), "deferrable": True, "check_ingest_failures": "fail"}
+    op = upload_op(ingest_failures_wait=5, **kwargs)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(make_context(op))
+
+    async def collect():
+        return [event async for event in deferred.value.trigger.run()]
+
+    [event] = asyncio.run(collect())
+    resumed = upload_op(ingest_failures_wait=5, **kwargs)
+    with pytest.raises(M3terIngestRejectedError, match=r"rejected 1 of 5 measurements \(ingest.validation"):
+        resumed.execute_complete(make_context(resumed), event.payload, **deferred.value.kwargs)
