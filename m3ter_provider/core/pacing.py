@@ -127,6 +127,10 @@ class BucketState:
         return state
 
 
+#: waits shorter than this are rounding, not waits (a sleep that short may not move a clock at all)
+_EPSILON = 1e-6
+
+
 def take(state: BucketState, limits: Limits, now: float) -> float:
     """Take one request from ``state`` at ``now``: 0.0 when taken, else the seconds to wait first.
 
@@ -135,10 +139,12 @@ def take(state: BucketState, limits: Limits, now: float) -> float:
     """
     if now < state.last:
         state.tokens, state.last, state.hold_until, state.slots = 0.0, now, 0.0, {}
-    state.tokens = min(float(limits.burst), state.tokens + (now - state.last) * limits.rate)
+    # nothing is saved up while held after a 429: the rate resumes, not a burst
+    refill = max(0.0, now - max(state.last, state.hold_until)) * limits.rate
+    state.tokens = min(float(limits.burst), state.tokens + refill)
     state.last = now
     waits = [state.hold_until - now]
-    if state.tokens < 1:
+    if state.tokens < 1 - _EPSILON:
         waits.append((1 - state.tokens) / limits.rate)
     slot = 0
     if limits.window_requests:
@@ -150,7 +156,7 @@ def take(state: BucketState, limits: Limits, now: float) -> float:
         if sum(state.slots.values()) >= limits.window_requests:
             waits.append((min(state.slots) + kept) * width - now)
     wait = max(waits)
-    if wait > 0:
+    if wait > _EPSILON:  # a float's rounding is no reason to wait
         return wait
     state.tokens -= 1
     if limits.window_requests:
@@ -218,22 +224,22 @@ class FileBucket:
     def try_take(self) -> float:
         """0.0 when a request was taken, else the seconds to wait before asking again."""
         with self._locked():
-            state = self._read()
+            state, readable = self._read()
             wait = take(state, self.limits, self.clock())
-            if wait == 0:
+            if wait == 0 or not readable:  # a wait changes nothing the next read cannot recompute
                 self._write(state)
             return wait
 
     def throttled(self, seconds: float) -> None:
         with self._locked():
-            state = self._read()
+            state, _ = self._read()
             hold(state, self.limits, self.clock(), seconds)
             self._write(state)
 
     @property
     def state(self) -> BucketState:
         with self._locked():
-            return self._read()
+            return self._read()[0]
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -250,15 +256,16 @@ class FileBucket:
         finally:
             os.close(fd)  # closing releases the lock
 
-    def _read(self) -> BucketState:
+    def _read(self) -> tuple[BucketState, bool]:
+        """The saved state and whether it was readable (a missing file is: a full bucket)."""
         try:
             with open(self.path, "rb") as handle:
-                return BucketState.from_json(json.loads(handle.read()))
+                return BucketState.from_json(json.loads(handle.read())), True
         except FileNotFoundError:
-            return BucketState.fresh(self.limits, self.clock())
+            return BucketState.fresh(self.limits, self.clock()), True
         except (OSError, ValueError, KeyError, TypeError):
             log.warning("Ignoring an unreadable ingest pacing file %s: starting it afresh.", self.path)
-            return BucketState(tokens=0.0, last=self.clock())
+            return BucketState(tokens=0.0, last=self.clock()), False
 
     def _write(self, state: BucketState) -> None:
         directory = os.path.dirname(self.path) or "."
