@@ -57,7 +57,8 @@ def task(conn: dict[str, Any], index: int, count: int, concurrency: int, directo
 
 def run_case(emulator: Any, name: str, args: argparse.Namespace, extra: dict, shared: bool) -> dict:
     emulator.reset()
-    emulator.seed("meters", [{"code": "api_calls", "name": "api_calls", "dataFields": [], "derivedFields": []}])
+    meter = {"code": "api_calls", "name": "api_calls", "dataFields": [], "derivedFields": []}
+    emulator.seed("meters", [meter])
     conn = {
         "login": emulator.access_key_id,
         "password": emulator.api_secret,
@@ -81,10 +82,9 @@ def run_case(emulator: Any, name: str, args: argparse.Namespace, extra: dict, sh
         sampler.start()
         context = multiprocessing.get_context("spawn")
         with context.Pool(args.tasks) as pool:
-            results = pool.starmap(
-                task,
-                [(conn, i, per_task, args.concurrency, directory if shared else None) for i in range(args.tasks)],
-            )
+            pace_directory = directory if shared else None
+            jobs = [(conn, i, per_task, args.concurrency, pace_directory) for i in range(args.tasks)]
+            results = pool.starmap(task, jobs)
         wall = time.monotonic() - started
         done.set()
         sampler.join()
@@ -120,7 +120,10 @@ def main() -> None:
         ("paced, per process (ingest_rate 45, no token_cache_dir)", {}, False),
         ("unpaced (ingest_rate off)", {"ingest_rate": "off"}, True),
     ]
-    print(f"{args.rows:,} measurements, {args.tasks} processes x concurrency {args.concurrency}, limit {LIMIT}/s\n")
+    print(
+        f"{args.rows:,} measurements, {args.tasks} processes x concurrency {args.concurrency}, "
+        f"limit {LIMIT}/s\n"
+    )
     print("| case | stored | ingest requests | answered 429 | 429 share | accepted req/s (of 50) | wall |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     with M3terEmulator() as emulator:

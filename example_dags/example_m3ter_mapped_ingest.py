@@ -26,7 +26,8 @@ takes ~200 ms or more, so each in-flight batch makes at most ~5 requests/s:
 The tasks also pace themselves: each machine sends at most the connection's ``ingest_rate`` (default
 45/s) divided by ``ingest_machines``, shared by its task processes through ``[m3ter] token_cache_dir``
 (see the operators' guide, ``docs/operators-guide.md``). Over a limit m3ter answers 429; the hook backs
-off (Retry-After honoured, jitter) and a retried task re-sends only uids m3ter ingests once. Create the pool once per deployment::
+off (Retry-After honoured, jitter) and a retried task re-sends only uids m3ter ingests once. Create the
+pool once per deployment::
 
     airflow pools set m3ter_ingest 4 "m3ter ingest: 50 requests/s per Organization"
 
