@@ -90,6 +90,9 @@ class M3terClient:
         )
         #: how retries wait; tests replace it to record the delays instead of sleeping
         self.sleep: Callable[[float], None] = time.sleep
+        #: how ingest pacing waits (its own: a test that records the retries' delays still counts
+        #: only retries, and the pace is still kept)
+        self.pace_sleep: Callable[[float], None] = time.sleep
         connect = min(10.0, settings.timeout)
         self.timeout = (connect, settings.timeout)
         self.transport = Transport(

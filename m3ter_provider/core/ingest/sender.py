@@ -82,7 +82,7 @@ def send_spool(
         client.settings,
         max_requests_per_second=max_requests_per_second,
         directory=client.pace_directory,
-        sleep=client.sleep,
+        sleep=lambda seconds: client.pace_sleep(seconds),
     )
     if pace is None:
         settings = client.settings
