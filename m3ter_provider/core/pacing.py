@@ -1,7 +1,13 @@
-"""Client-side pacing under m3ter's rate limits: one token bucket, shared by every caller that paces.
+"""Client-side pacing under m3ter's rate limits.
 
 m3ter answers 429 past a limit (see the emulator's ``testing/limits.py`` for the figures); pacing keeps
 a caller under its share so the 429s stay rare, and the transport still retries the ones that come.
+
+- :class:`Pacer`: a token bucket for one process's calls (usage queries, account sync).
+- :class:`Limits`, :func:`take`, :func:`hold`: a rate plus a rolling window (m3ter's per-IP limit)
+  as plain state, kept by :class:`LocalBucket` (the threads of one process) or :class:`FileBucket`
+  (every process on a machine, through a locked file). Ingest uses them:
+  :mod:`m3ter_provider.core.ingest.pace`.
 """
 
 from __future__ import annotations
