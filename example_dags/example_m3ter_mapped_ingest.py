@@ -23,8 +23,11 @@ workers run. m3ter allows 50 ingest requests per second per Organization. Reques
 pool slots x ``concurrency`` (batches in flight per task); one 1,000-measurement request (~200-500 KB)
 takes ~200 ms or more, so each in-flight batch makes at most ~5 requests/s:
 4 slots x 2 in flight x 5 requests/s = 40 requests/s, under 50 with headroom for other callers.
-Over a limit m3ter answers 429; the hook backs off (Retry-After honoured, jitter) and a retried task
-re-sends only uids m3ter ingests once. Create the pool once per deployment::
+The tasks also pace themselves: each machine sends at most the connection's ``ingest_rate`` (default
+45/s) divided by ``ingest_machines``, shared by its task processes through ``[m3ter] token_cache_dir``
+(see the operators' guide, ``docs/operators-guide.md``). Over a limit m3ter answers 429; the hook backs
+off (Retry-After honoured, jitter) and a retried task re-sends only uids m3ter ingests once. Create the
+pool once per deployment::
 
     airflow pools set m3ter_ingest 4 "m3ter ingest: 50 requests/s per Organization"
 

@@ -47,6 +47,19 @@ _CONN_FIELDS: dict[str, dict[str, Any]] = {
         "description": "Optional. Retries of a request that failed for a passing reason (connection "
         "error, timeout, 429, 5xx), with backoff. Default: 5.",
     },
+    "ingest_rate": {
+        "label": "Ingest requests/s (Organization-wide)",
+        "schema": {"type": ["number", "null"], "minimum": 0},
+        "description": "Optional. The ingest requests per second this Airflow deployment may use for "
+        "the Organization (m3ter allows 50, shared by every caller). Default: 45. 0 turns pacing off.",
+    },
+    "ingest_machines": {
+        "label": "Machines sending ingest",
+        "schema": {"type": ["integer", "null"], "minimum": 1},
+        "description": "Optional. How many machines send ingest for this Organization at once; each "
+        "paces at ingest_rate / ingest_machines. Celery: the worker count; Kubernetes executor: the "
+        "ingest pool's slots. Default: 1.",
+    },
 }
 
 _UI_FIELD_BEHAVIOUR: dict[str, Any] = {
@@ -63,6 +76,8 @@ _UI_FIELD_BEHAVIOUR: dict[str, Any] = {
         "console_url": "https://console.m3ter.com",
         "timeout": "60",
         "max_retries": "5",
+        "ingest_rate": "45",
+        "ingest_machines": "1",
     },
 }
 

@@ -62,6 +62,8 @@ def test_placeholders_show_the_defaults_the_code_applies():
     assert defaults.console_url == PLACEHOLDERS["console_url"]
     assert defaults.timeout == float(PLACEHOLDERS["timeout"])
     assert defaults.max_retries == int(PLACEHOLDERS["max_retries"])
+    assert defaults.ingest_rate == float(PLACEHOLDERS["ingest_rate"])
+    assert defaults.ingest_machines == int(PLACEHOLDERS["ingest_machines"])
     assert PLACEHOLDERS["host"].startswith(defaults.api_url + " ")
 
 
@@ -78,6 +80,8 @@ def test_each_optional_extra_says_optional_and_its_default_in_form_and_docs(name
         "console_url": config.DEFAULT_CONSOLE_URL,
         "timeout": f"{config.DEFAULT_TIMEOUT:g}",
         "max_retries": str(config.DEFAULT_MAX_RETRIES),
+        "ingest_rate": f"{config.DEFAULT_INGEST_RATE:g}",
+        "ingest_machines": str(config.DEFAULT_INGEST_MACHINES),
     }[name]
     assert default in description, f"the form's help for {name} does not give its default {default}"
     assert default in row, f"docs/connection.md's row for {name} does not give its default {default}"
@@ -100,6 +104,8 @@ def test_each_extra_takes_effect_under_its_name_and_the_legacy_prefix(name):
         "console_url": "https://console.example.com",
         "timeout": "7",
         "max_retries": "2",
+        "ingest_rate": "12.5",
+        "ingest_machines": "3",
     }[name]
     plain = _settings(**{name: value}) if name != "org_id" else _settings(org_id=value)
     legacy = M3terSettings.from_connection_fields(

@@ -57,6 +57,8 @@ def test_connection_type_declares_fields_and_behaviour():
         "console_url",
         "timeout",
         "max_retries",
+        "ingest_rate",
+        "ingest_machines",
     }
     assert conn["ui-field-behaviour"]["relabeling"]["login"] == "Access Key id"
     assert conn["ui-field-behaviour"]["relabeling"]["password"] == "Api Secret"
@@ -98,7 +100,16 @@ def test_legacy_form_methods_for_airflow_before_3_2():
     from wtforms import IntegerField, StringField
 
     widgets = M3terHook.get_connection_form_widgets()
-    assert list(widgets) == ["org_id", "ingest_url", "token_url", "console_url", "timeout", "max_retries"]
+    assert list(widgets) == [
+        "org_id",
+        "ingest_url",
+        "token_url",
+        "console_url",
+        "timeout",
+        "max_retries",
+        "ingest_rate",
+        "ingest_machines",
+    ]
     labels = {name: field.args[0] for name, field in widgets.items()}
     assert labels == {
         "org_id": "Organization id (required)",
@@ -107,6 +118,8 @@ def test_legacy_form_methods_for_airflow_before_3_2():
         "console_url": "Console URL",
         "timeout": "Request timeout (seconds)",
         "max_retries": "Max retries",
+        "ingest_rate": "Ingest requests/s (Organization-wide)",
+        "ingest_machines": "Machines sending ingest",
     }
     # Airflow 2 registers a hook's widgets only when every one is a String/Password/Integer/Boolean field
     assert {field.field_class for field in widgets.values()} == {StringField, IntegerField}

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
     from m3ter_provider.core.config import M3terSettings
     from m3ter_provider.core.ingest.failures import LogSink
+    from m3ter_provider.core.pacing import Pace
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,8 @@ class M3terClient:
     :param token_cache: the token cache; the process-wide one by default.
     :param backoff_base: seconds of the first retry's backoff ceiling (doubling each retry).
     :param backoff_max: the longest backoff between two retries, in seconds.
+    :param pace_directory: where the task processes on this machine share their ingest pace (the
+        worker token cache directory); None: each process paces on its own.
     """
 
     def __init__(
@@ -67,8 +70,10 @@ class M3terClient:
         token_cache: TokenCache = TOKEN_CACHE,
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
+        pace_directory: str | None = None,
     ) -> None:
         self.settings = settings
+        self.pace_directory = pace_directory
         self.user_agent = user_agent
         self.credentials = Credentials(
             token_url=settings.token_url,
@@ -85,6 +90,9 @@ class M3terClient:
         )
         #: how retries wait; tests replace it to record the delays instead of sleeping
         self.sleep: Callable[[float], None] = time.sleep
+        #: how ingest pacing waits (its own: a test that records the retries' delays still counts
+        #: only retries, and the pace is still kept)
+        self.pace_sleep: Callable[[float], None] = time.sleep
         connect = min(10.0, settings.timeout)
         self.timeout = (connect, settings.timeout)
         self.transport = Transport(
@@ -165,6 +173,7 @@ class M3terClient:
         params: Mapping[str, Any] | None = None,
         body: bytes | None = None,
         idempotent: bool | None = None,
+        pace: Pace | None = None,
     ) -> Answer:
         """Send an authenticated request with retries; return only a 2xx whose body is JSON or empty
         (its decoded body is :attr:`Answer.body <m3ter_provider.core.transport.Answer.body>`).
@@ -174,6 +183,8 @@ class M3terClient:
         (:class:`M3terTransportError`). A 401/403 on a token from the cache drops it and repeats
         the call once with a fresh one; on a token exchanged for this call it is an
         :class:`M3terAuthError` (org id or permissions), without a second exchange.
+
+        :param pace: paces every attempt and hears of each 429 (see :mod:`m3ter_provider.core.ingest.pace`).
         """
         method = method.upper()
         idempotent = self.policy.idempotent(method, idempotent)
@@ -197,6 +208,7 @@ class M3terClient:
                     allow_redirects=False,
                 ),
                 idempotent=idempotent,
+                pace=pace,
             )
             response = answer.response
             if response.status_code < 500 and response.status_code not in (401, 403):
@@ -282,6 +294,7 @@ class M3terClient:
         check_ingest_failures: str = "off",
         ingest_failures_wait: float = 60.0,
         logger: LogSink | None = None,
+        max_requests_per_second: float | None = None,
     ) -> dict[str, Any]:
         """Validate and spool every measurement, then post them in batches within m3ter's limits.
 
@@ -299,6 +312,9 @@ class M3terClient:
             ``ingest.validation.failure`` Events for this call's uids once it is sent.
         :param ingest_failures_wait: seconds to keep reading them.
         :param logger: where progress and findings are logged.
+        :param max_requests_per_second: this call's most ingest requests per second; it lowers,
+            never raises, this machine's share of the connection's ``ingest_rate`` (see
+            :mod:`m3ter_provider.core.ingest.pace`).
         :return: ``{"measurements": n, "requests": k, "bytes": b, "rejected": r, "duplicates": d,
             "rejections": [...]}``.
         :raises M3terIngestError: a request failed part-way; it names what m3ter accepted.
@@ -314,6 +330,7 @@ class M3terClient:
             check_ingest_failures=check_ingest_failures,
             ingest_failures_wait=ingest_failures_wait,
             logger=logger,
+            max_requests_per_second=max_requests_per_second,
         )
 
 

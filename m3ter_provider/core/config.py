@@ -15,6 +15,12 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from m3ter_provider.core.limits import (
+    DEFAULT_INGEST_MACHINES,
+    DEFAULT_INGEST_RATE,
+    parse_ingest_machines,
+    parse_ingest_rate,
+)
 from m3ter_provider.errors import M3terConfigError
 
 if TYPE_CHECKING:
@@ -41,6 +47,10 @@ class M3terSettings:
     console_url: str
     timeout: float = DEFAULT_TIMEOUT
     max_retries: int = DEFAULT_MAX_RETRIES
+    #: the Organization-wide ingest requests/second this deployment may use (0: no pacing)
+    ingest_rate: float = DEFAULT_INGEST_RATE
+    #: machines sending ingest for this Organization at once (each paces at its share)
+    ingest_machines: int = DEFAULT_INGEST_MACHINES
     #: how messages name the connection: ``"the m3ter connection 'm3ter_default'"`` by default,
     #: ``"this connection"`` when Airflow tests a form under a throwaway id
     label: str = ""
@@ -104,6 +114,24 @@ class M3terSettings:
         )
         timeout = _number(label, "timeout", get_extra("timeout"), DEFAULT_TIMEOUT, float, minimum=0.001)
         max_retries = _number(label, "max_retries", get_extra("max_retries"), DEFAULT_MAX_RETRIES, int)
+        raw_rate = get_extra("ingest_rate")
+        ingest_rate = parse_ingest_rate(raw_rate)
+        if ingest_rate is None:
+            raise fail(
+                "extra 'ingest_rate'",
+                f"is {raw_rate!r}: give the Organization-wide ingest requests per second this Airflow "
+                f"deployment may use, a number above 0 (default {DEFAULT_INGEST_RATE:g}: m3ter allows 50), "
+                "or 0 or 'off' to turn pacing off.",
+            )
+        raw_machines = get_extra("ingest_machines")
+        ingest_machines = parse_ingest_machines(raw_machines)
+        if ingest_machines is None:
+            raise fail(
+                "extra 'ingest_machines'",
+                f"is {raw_machines!r}: give how many machines send ingest for this Organization at once, "
+                "a whole number of at least 1 (Celery: the worker count; Kubernetes executor: the "
+                "ingest pool's slots).",
+            )
         return cls(
             conn_id=conn_id,
             access_key_id=access_key_id,
@@ -115,6 +143,8 @@ class M3terSettings:
             console_url=console_url,
             timeout=timeout,
             max_retries=max_retries,
+            ingest_rate=ingest_rate,
+            ingest_machines=ingest_machines,
             label=label,
         )
 

@@ -176,3 +176,73 @@ def check_slice_count(slice_count: Any) -> int:
             "to slices by content; the uids do not depend on the count)."
         )
     return slice_count
+
+
+#: m3ter's ingest limits: requests a second per Organization, and requests per rolling window per
+#: source IP (5,000 per 5 minutes, 16.7 a second sustained)
+ORG_INGEST_PER_SECOND = 50
+IP_INGEST_REQUESTS = 5_000
+IP_INGEST_WINDOW_SECONDS = 300.0
+#: the Organization-wide ingest requests/s a deployment paces under by default: m3ter's 50 less
+#: headroom for other callers (connection extra ``ingest_rate``)
+DEFAULT_INGEST_RATE = 45.0
+#: machines sending ingest for one Organization at once (connection extra ``ingest_machines``)
+DEFAULT_INGEST_MACHINES = 1
+
+
+def _positive_number(value: object) -> float | None:
+    """A finite number above 0 from a number or a numeric string (a rendered template); else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if not isinstance(value, (int, float)):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) and number > 0 else None
+
+
+def check_max_requests_per_second(value: object) -> float | None:
+    """``max_requests_per_second`` as a number above 0 (a numeric string, as a template renders,
+    counts); None stays None (the machine's share of the connection's ``ingest_rate``)."""
+    if value is None:
+        return None
+    number = _positive_number(value)
+    if number is None:
+        raise M3terConfigError(
+            f"max_requests_per_second {value!r}: give this task's most ingest requests per second, a "
+            "number above 0 (it lowers, never raises, the machine's share of the connection's "
+            "ingest_rate), or leave it out."
+        )
+    return number
+
+
+def parse_ingest_rate(value: object) -> float | None:
+    """The ``ingest_rate`` extra: a number above 0; ``0``, ``"0"`` and ``"off"`` give 0.0 (no pacing);
+    None (absent) gives the default. Anything else: None (the caller names the field)."""
+    if value is None:
+        return DEFAULT_INGEST_RATE
+    if isinstance(value, str) and value.strip().lower() in ("off", "0", "0.0", "none", "false"):
+        return 0.0
+    if not isinstance(value, bool) and value == 0:
+        return 0.0
+    return _positive_number(value)
+
+
+def parse_ingest_machines(value: object) -> int | None:
+    """The ``ingest_machines`` extra: a whole number from 1 (None, absent, gives the default);
+    anything else: None (the caller names the field)."""
+    if value is None:
+        return DEFAULT_INGEST_MACHINES
+    number = _positive_number(value)
+    if number is None or number != int(number):
+        return None
+    return int(number)
+
+
+def is_template(value: object) -> bool:
+    """A string holding a Jinja expression: an operator checks it once rendered, when the task runs."""
+    return isinstance(value, str) and "{{" in value

@@ -36,6 +36,8 @@ from m3ter_provider.errors import M3terResponseError, M3terTransportError
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
+    from m3ter_provider.core.pacing import Pace
+
 log = logging.getLogger(__name__)
 
 #: what any HTTP call may raise besides our own errors
@@ -136,6 +138,7 @@ class Transport:
         *,
         idempotent: bool,
         json_body: bool = True,
+        pace: Pace | None = None,
     ) -> Answer:
         """Run ``send`` until it gives a final answer, retrying as the policy says.
 
@@ -143,9 +146,13 @@ class Transport:
         number of attempts; a 2xx has had its JSON body checked and decoded (``json_body``).
         Raises :class:`M3terTransportError` when no usable answer arrived,
         :class:`M3terResponseError` for a 3xx or a non-JSON 2xx.
+
+        :param pace: paces every attempt (retries too) and hears of each 429 (ingest pacing).
         """
         attempt = 0
         while True:
+            if pace is not None:
+                pace.before_attempt()
             try:
                 response = send()
                 body = _read_json(method, url, response) if json_body else None
@@ -165,6 +172,8 @@ class Transport:
                 )
             else:
                 status = response.status_code
+                if status == 429 and pace is not None:
+                    pace.throttled(retry_after_seconds(response.headers))
                 if not self.policy.retry_status(status, attempt, idempotent=idempotent):
                     if 300 <= status < 400:
                         response.close()

@@ -102,10 +102,16 @@ class M3terHook(BaseHook):
     @cached_property
     def client(self) -> M3terClient:
         from m3ter_provider.core.client import M3terClient
-        from m3ter_provider.hooks._shared_tokens import share_tokens_between_processes
+        from m3ter_provider.hooks._shared_tokens import configured_directory, share_tokens_between_processes
 
         share_tokens_between_processes()  # [m3ter] token_cache_dir
-        return M3terClient(self.settings, user_agent=_user_agent(), on_secret=mask_secret)
+        return M3terClient(
+            self.settings,
+            user_agent=_user_agent(),
+            on_secret=mask_secret,
+            # the task processes of a worker share one ingest pace where they share tokens
+            pace_directory=configured_directory() or None,
+        )
 
     @property
     def org_id(self) -> str:
@@ -186,6 +192,7 @@ class M3terHook(BaseHook):
         concurrency: int = DEFAULT_INGEST_CONCURRENCY,
         check_ingest_failures: str = "off",
         ingest_failures_wait: float = 60.0,
+        max_requests_per_second: float | None = None,
     ) -> dict[str, Any]:
         """Validate, then post measurements to the ingest API within m3ter's limits, each counted once.
 
@@ -234,6 +241,11 @@ class M3terHook(BaseHook):
             ``ingest_failures_wait`` seconds and log, or raise, the count and the first reasons.
         :param ingest_failures_wait: seconds to keep reading failures (``"fail"``: the first found
             end the wait); finite, at most an hour.
+        :param max_requests_per_second: this call's most ingest requests per second. The requests
+            are paced at this machine's share of the connection's ``ingest_rate`` (default 45/s, the
+            Organization's 50 less headroom) divided by ``ingest_machines``, and at most 5,000 per 5
+            minutes (m3ter's per-IP limit); this lowers that pace, never raises it. See the
+            operators' guide.
         :return: ``{"measurements": n, "requests": k, "bytes": b, "uid_namespace": ns}``, plus
             ``rejected`` (None when not checked), ``duplicates`` and ``rejections`` (the first few).
         :raises M3terIngestError: anything failed part-way: it names how many measurements and
@@ -255,6 +267,7 @@ class M3terHook(BaseHook):
             check_ingest_failures=check_ingest_failures,
             ingest_failures_wait=ingest_failures_wait,
             logger=self.log,
+            max_requests_per_second=max_requests_per_second,
         )
         summary["uid_namespace"] = namespace
         self._report_ingest_lineage(tally)

@@ -11,8 +11,10 @@ from m3ter_provider.core.limits import (
     DEFAULT_INGEST_CONCURRENCY,
     check_concurrency,
     check_file_format,
+    check_max_requests_per_second,
     check_mode,
     check_wait,
+    is_template,
 )
 from m3ter_provider.errors import M3terConfigError
 from m3ter_provider.hooks.m3ter import M3terHook
@@ -74,6 +76,10 @@ class M3terSubmitMeasurementsOperator(
     :param check_ingest_failures: ``"off"`` (default), ``"warn"`` or ``"fail"``.
     :param ingest_failures_wait: seconds to keep reading failures after submitting (m3ter validates
         asynchronously; in ``"fail"`` mode the first failures found end the wait). Default 60.
+    :param max_requests_per_second: this task's most ingest requests per second. Requests are
+        paced at the machine's share of the connection's ``ingest_rate`` (default 45/s) over
+        ``ingest_machines``, at most 5,000 per 5 minutes per machine (m3ter's per-IP limit); this
+        lowers that pace, never raises it. Default: the machine's share. (templated)
     :param bool emit_asset_events: once every measurement is sent, emit one asset event per Meter,
         ``m3ter://<org id>/meters/<meter code>``, through the ``m3ter/usage`` alias outlet, with
         ``extra`` ``{"measurements", "first_ts", "last_ts", "uid_namespace", "rejected"}``
@@ -82,7 +88,12 @@ class M3terSubmitMeasurementsOperator(
     :param m3ter_conn_id: the m3ter connection id.
     """
 
-    template_fields: Sequence[str] = ("measurements", "measurements_file", "uid_namespace")
+    template_fields: Sequence[str] = (
+        "measurements",
+        "measurements_file",
+        "uid_namespace",
+        "max_requests_per_second",
+    )
     operator_extra_links = (M3terConsoleLink(),)
 
     def __init__(
@@ -95,6 +106,7 @@ class M3terSubmitMeasurementsOperator(
         uid_namespace: str | None = None,
         check_ingest_failures: str = "off",
         ingest_failures_wait: float = 60.0,
+        max_requests_per_second: float | str | None = None,
         m3ter_conn_id: str = M3terHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
@@ -116,6 +128,9 @@ class M3terSubmitMeasurementsOperator(
         self.file_format = file_format
         self.uid_namespace = uid_namespace
         self.concurrency = concurrency
+        if not is_template(max_requests_per_second):
+            check_max_requests_per_second(max_requests_per_second)  # a bad number fails at DAG parse
+        self.max_requests_per_second = max_requests_per_second
         self.m3ter_conn_id = m3ter_conn_id
 
     def render_template(
@@ -145,6 +160,7 @@ class M3terSubmitMeasurementsOperator(
             concurrency=self.concurrency,
             check_ingest_failures=self.check_ingest_failures,
             ingest_failures_wait=self.ingest_failures_wait,
+            max_requests_per_second=check_max_requests_per_second(self.max_requests_per_second),
         )
         if tally is not source:
             self.emit_usage_events(

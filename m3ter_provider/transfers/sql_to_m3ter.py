@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseHook, BaseOperator
 
-from m3ter_provider.core.limits import DEFAULT_INGEST_CONCURRENCY, check_concurrency, check_mode, check_wait
+from m3ter_provider.core.limits import (
+    DEFAULT_INGEST_CONCURRENCY,
+    check_concurrency,
+    check_max_requests_per_second,
+    check_mode,
+    check_wait,
+    is_template,
+)
 from m3ter_provider.errors import M3terConfigError
 from m3ter_provider.hooks.m3ter import M3terHook
 from m3ter_provider.hooks.permanent import fails_fast
@@ -52,6 +59,10 @@ class SqlToM3terMeasurementsOperator(M3terUsageEventsMixin, M3terHookMixin, Base
     :param concurrency: measurement batches in flight at once (1 to 10).
     :param check_ingest_failures: ``"off"`` (default), ``"warn"`` or ``"fail"`` (see the submit operator).
     :param ingest_failures_wait: seconds to keep reading ingest failures.
+    :param max_requests_per_second: this task's most ingest requests per second. Requests are
+        paced at the machine's share of the connection's ``ingest_rate`` (default 45/s) over
+        ``ingest_machines``, at most 5,000 per 5 minutes per machine (m3ter's per-IP limit); this
+        lowers that pace, never raises it. Default: the machine's share. (templated)
     :param bool emit_asset_events: once every row is sent, emit one asset event per Meter,
         ``m3ter://<org id>/meters/<meter code>``, through the ``m3ter/usage`` alias outlet, with
         ``extra`` ``{"measurements", "first_ts", "last_ts", "uid_namespace", "rejected"}``, as the
@@ -59,7 +70,7 @@ class SqlToM3terMeasurementsOperator(M3terUsageEventsMixin, M3terHookMixin, Base
     :param m3ter_conn_id: the m3ter connection id.
     """
 
-    template_fields: Sequence[str] = ("sql", "parameters", "uid_namespace")
+    template_fields: Sequence[str] = ("sql", "parameters", "uid_namespace", "max_requests_per_second")
     template_ext: Sequence[str] = (".sql",)
     template_fields_renderers = {"sql": "sql", "parameters": "json"}
     operator_extra_links = (M3terConsoleLink(),)
@@ -77,6 +88,7 @@ class SqlToM3terMeasurementsOperator(M3terUsageEventsMixin, M3terHookMixin, Base
         concurrency: int = DEFAULT_INGEST_CONCURRENCY,
         check_ingest_failures: str = "off",
         ingest_failures_wait: float = 60.0,
+        max_requests_per_second: float | str | None = None,
         m3ter_conn_id: str = M3terHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
@@ -100,6 +112,9 @@ class SqlToM3terMeasurementsOperator(M3terUsageEventsMixin, M3terHookMixin, Base
         self.concurrency = concurrency
         self.check_ingest_failures = check_mode(check_ingest_failures)
         self.ingest_failures_wait = check_wait(ingest_failures_wait)
+        if not is_template(max_requests_per_second):
+            check_max_requests_per_second(max_requests_per_second)  # a bad number fails at DAG parse
+        self.max_requests_per_second = max_requests_per_second
         self.m3ter_conn_id = m3ter_conn_id
 
     def _sql_hook(self) -> Any:

@@ -39,7 +39,12 @@ from m3ter_provider.core.ingest.sources import MeasurementFile, Source, chunks_o
 from m3ter_provider.core.ingest.spool import Spool
 from m3ter_provider.core.ingest.uids import UidAssigner, random_namespace, uid_for
 from m3ter_provider.core.limits import DEFAULT_INGEST_CONCURRENCY as DEFAULT_CONCURRENCY
-from m3ter_provider.core.limits import check_concurrency, check_mode, check_wait
+from m3ter_provider.core.limits import (
+    check_concurrency,
+    check_max_requests_per_second,
+    check_mode,
+    check_wait,
+)
 from m3ter_provider.errors import M3terIngestError, M3terValidationError
 
 if TYPE_CHECKING:
@@ -127,6 +132,7 @@ def submit(
     check_ingest_failures: str = "off",
     ingest_failures_wait: float = 60.0,
     logger: LogSink | None = None,
+    max_requests_per_second: float | None = None,
 ) -> dict[str, Any]:
     """Validate and spool every measurement, then post the bodies, ``concurrency`` at a time.
 
@@ -143,6 +149,8 @@ def submit(
         :func:`m3ter_provider.core.ingest.failures.check_ingest_failures`).
     :param ingest_failures_wait: seconds to keep reading them.
     :param logger: where progress and the check's findings go (default: this module's logger).
+    :param max_requests_per_second: this submission's most ingest requests per second; lowers, never
+        raises, the machine's share of the connection's ``ingest_rate`` (see :mod:`.pace`).
     :return: ``{"measurements": n, "requests": k, "bytes": b, "rejected": r, "duplicates": d,
         "rejections": [...]}`` (``rejected`` and ``duplicates`` None when not checked).
     :raises M3terValidationError: bad input; nothing was sent.
@@ -152,6 +160,7 @@ def submit(
     from m3ter_provider.core.ingest import failures
 
     check_concurrency(concurrency)
+    max_rate = check_max_requests_per_second(max_requests_per_second)
     mode = check_mode(check_ingest_failures)
     wait = check_wait(ingest_failures_wait)
     logger = logger or log
@@ -167,7 +176,14 @@ def submit(
             plural(spool.measurements, "measurement"),
             plural(len(spool), "request body", "request bodies"),
         )
-        summary = send_spool(client, spool, concurrency=concurrency, uid_namespace=namespace, log=logger)
+        summary = send_spool(
+            client,
+            spool,
+            concurrency=concurrency,
+            uid_namespace=namespace,
+            log=logger,
+            max_requests_per_second=max_rate,
+        )
         if after_send is not None:
             summary.update(after_send(spool))
         summary.update(check(spool))

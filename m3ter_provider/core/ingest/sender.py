@@ -8,6 +8,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from m3ter_provider.core._text import plural
+from m3ter_provider.core.ingest.pace import ingest_pace, task_pace
 from m3ter_provider.errors import M3terIngestError
 
 if TYPE_CHECKING:
@@ -61,15 +62,41 @@ class Progress:
 
 
 def send_spool(
-    client: M3terClient, spool: Spool, *, concurrency: int, uid_namespace: str, log: LogSink
+    client: M3terClient,
+    spool: Spool,
+    *,
+    concurrency: int,
+    uid_namespace: str,
+    log: LogSink,
+    max_requests_per_second: float | None = None,
 ) -> dict[str, Any]:
-    """POST every spooled body, ``concurrency`` at a time; stop at the first failure.
+    """POST every spooled body, ``concurrency`` at a time, at the pace of :mod:`.pace`; stop at the
+    first failure.
 
     :raises M3terIngestError: a request failed after its retries, or anything else went wrong while
         sending (``KeyboardInterrupt`` and other non-``Exception`` exits excepted); it says what
         m3ter accepted and the namespace to resume with.
     """
     url = client.url("measurements", ingest_api=True)
+    pace = task_pace(
+        client.settings,
+        max_requests_per_second=max_requests_per_second,
+        directory=client.pace_directory,
+        sleep=lambda seconds: client.pace_sleep(seconds),
+    )
+    if pace is None:
+        settings = client.settings
+        log.info("%s.", ingest_pace(settings.ingest_rate, settings.ingest_machines, None).describe())
+    elif pace.machine is None:
+        log.info("%s.", pace.pace.describe())
+    elif client.pace_directory:
+        log.info("%s (one pace shared by this machine's task processes).", pace.pace.describe())
+    else:
+        log.info(
+            "%s (this process's own pace: set [m3ter] token_cache_dir to share it between the task "
+            "processes of a machine, or count each process in ingest_machines).",
+            pace.pace.describe(),
+        )
     progress = Progress(spool.measurements, log)
     lock = threading.Lock()
     failed = threading.Event()
@@ -79,7 +106,7 @@ def send_spool(
             return
         body = spool.body(index)
         try:
-            client.send("POST", url, body=body, idempotent=True)
+            client.send("POST", url, body=body, idempotent=True, pace=pace)
         except BaseException:
             failed.set()
             raise
@@ -91,6 +118,8 @@ def send_spool(
         error = _post_in_order(post, len(spool))
     else:
         error = _post_concurrently(client, post, len(spool), workers)
+    if pace is not None:
+        log.info("%s", pace.summary())
     if error is not None:
         if not isinstance(error, Exception):
             raise error  # KeyboardInterrupt, SystemExit, a task killed by Airflow: not ours to wrap
