@@ -267,22 +267,27 @@ def _answered_2xx(stats: dict, route: str) -> int:
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    """The benchmark's Markdown table."""
+    """The benchmark's Markdown table (a and b: the two workers)."""
     lines = [
-        "| run | rows | wall s | ingest s | measurements/s | ingest requests/s (peak 1 s) vs limit "
-        "| 429s (share) | token exchanges (a / b) | requests (a / b) | stored | distinct | task retries |",
+        f"Ingest limits: {ORG_LIMIT:g} requests/s per Organization, {IP_LIMIT:.1f}/s per source IP "
+        "sustained (5,000 per 5 minutes; see --ip-window).",
+        "",
+        "| run | rows | wall s | ingest s | measurements/s | ingest requests/s, mean (peak 1 s) "
+        "| 429s: share (a / b; by limit) | ingest requests a / b | token exchanges a / b "
+        "| stored | distinct | task retries |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
         a, b = r["workers"]["worker-a"], r["workers"]["worker-b"]
+        by_limit = ", ".join(f"{name} {n:,}" for name, n in sorted(r["rate_limited_by"].items())) or "-"
         lines.append(
             f"| {r['scenario']} | {r['rows']:,} | {r['seconds']} | {r['ingest_seconds']} | "
             f"{r['measurements_per_second']:,} | "
-            f"{r['requests_per_second']} ({r['peak_requests_per_second']}) "
-            f"vs {ORG_LIMIT:g} Org, {IP_LIMIT:.1f} per IP | {r['answered_429']:,} ({r['share_429']:.2%}) | "
-            f"{r['token_exchanges']} ({a['token_exchanges']} / {b['token_exchanges']}) | "
-            f"{a['requests']:,} / {b['requests']:,} | {r['stored']:,} | {r['distinct_uids']:,} | "
-            f"{r['task_retries']} |"
+            f"{r['requests_per_second']} ({r['peak_requests_per_second']}) | "
+            f"{r['answered_429']:,}: {r['share_429']:.2%} ({a['rate_limited']:,} / {b['rate_limited']:,}; "
+            f"{by_limit}) | {a['ingest_requests']:,} / {b['ingest_requests']:,} | "
+            f"{r['token_exchanges']}: {a['token_exchanges']} / {b['token_exchanges']} | "
+            f"{r['stored']:,} | {r['distinct_uids']:,} | {r['task_retries']} |"
         )
     return "\n".join(lines)
 
@@ -311,6 +316,13 @@ def main(argv: list[str] | None = None) -> int:
         "--runs", nargs="+", default=["clean", "kill"], choices=["clean", "kill", "deferrable"]
     )
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to each ingest answer")
+    parser.add_argument(
+        "--ip-window",
+        type=float,
+        default=None,
+        help="shorten the per-IP window to this many seconds, its limit scaled to keep 16.7/s sustained "
+        "(m3ter: 5,000 per 300 s), so a run of a few minutes meets it",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the cluster's folder (logs)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
@@ -320,6 +332,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     results, deferrable = [], []
     with started_cluster(keep=args.keep) as running:
+        if args.ip_window:
+            per_ip = round(IP_LIMIT * args.ip_window)
+            running.emulator.set_limits(ip_window=args.ip_window, ingest_per_ip=per_ip)
+            print(f"per-IP ingest limit: {per_ip:,} requests per {args.ip_window:g} s", flush=True)
         for run in args.runs:
             if run == "deferrable":
                 deferrable.append(triggerer_restart(running))
