@@ -45,16 +45,11 @@ ORG_LIMIT = 50.0
 IP_LIMIT = 5_000 / 300
 
 
-def _load(name: str, path: pathlib.Path) -> Any:
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(name, module)  # (dataclasses look their module up there)
-    spec.loader.exec_module(module)
-    return module
-
-
-cluster = _load("cluster", HERE / "cluster.py")
-mapped_ingest = _load("mapped_ingest", HERE / "mapped_ingest.py")
+_spec = importlib.util.spec_from_file_location("m3ter_bench_cluster", HERE / "cluster.py")
+cluster = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = cluster  # (its dataclasses look their module up there)
+_spec.loader.exec_module(cluster)
+mapped_ingest = cluster.load_script("mapped_ingest")
 MAPPED_DAG = mapped_ingest.DAG_ID
 
 
@@ -138,6 +133,7 @@ def mapped_load(
     samples: list[tuple[float, int]] = []  # (seconds, ingest requests so far)
     stored_at: list[tuple[float, int]] = []
     killed: dict[str, Any] = {}
+    seen = [0]  # the killed worker's ingest requests at the last look
     deadline = started + timeout
     state = None
     while time.monotonic() < deadline:
@@ -146,7 +142,7 @@ def mapped_load(
         samples.append((now, stats["requests"].get(INGEST, 0)))
         stored_at.append((now, stats["measurements_stored"]))
         if kill and not killed:
-            killed = _maybe_kill(running, run_id, kill, stats, rows)
+            killed = _maybe_kill(running, run_id, kill, stats, rows, seen)
         state = run_state(airflow, MAPPED_DAG, run_id)
         if state in ("success", "failed"):
             break
@@ -194,11 +190,16 @@ def mapped_load(
     }
 
 
-def _maybe_kill(running: Any, run_id: str, worker: str, stats: dict, rows: int) -> dict[str, Any]:
-    """SIGKILL ``worker`` once it has an ingest task running and has sent part of it (nothing otherwise)."""
+def _maybe_kill(
+    running: Any, run_id: str, worker: str, stats: dict, rows: int, seen: list[int]
+) -> dict[str, Any]:
+    """SIGKILL ``worker`` while it is sending: it has an ingest task running and m3ter received more
+    of its ingest requests since the last look (``seen``: the count then). Else nothing, ``{}``."""
     address = running.workers[worker]
     sent = stats["clients"].get(address, {}).get("routes", {}).get(INGEST, 0)
-    if not sent or stats["measurements_stored"] >= rows * 0.8:
+    sending = sent > seen[0]
+    seen[0] = sent
+    if not sending or stats["measurements_stored"] >= rows * 0.8:
         return {}
     busy = [
         ti["map_index"]
@@ -237,6 +238,7 @@ def triggerer_restart(running: Any, job_seconds: float = 30, timeout: float = 60
         deferred_after = time.monotonic() - started
         airflow.stop("triggerer")
         stopped_after = time.monotonic() - started
+        at_restart = _jobs(emulator)
         airflow.start("triggerer", "triggerer")
         state = airflow.wait_for(
             f"run {run_id}",
@@ -257,9 +259,23 @@ def triggerer_restart(running: Any, job_seconds: float = 30, timeout: float = 60
         # jobs m3ter created: POSTs answered 2xx (a POST refused for a stale token created none)
         "exports_started": _answered_2xx(stats, EXPORT_START),
         "bill_jobs_started": _answered_2xx(stats, BILL_JOB_START),
+        # the jobs m3ter holds: status when the triggerer stopped, and at the end
+        "jobs_at_restart": at_restart,
+        "jobs": _jobs(emulator),
         "job_posts": {route: stats["statuses"].get(route, {}) for route in (EXPORT_START, BILL_JOB_START)},
         "tasks": {ti["task_id"]: {"state": ti["state"], "try_number": ti["try_number"]} for ti in instances},
     }
+
+
+def _jobs(emulator: Any) -> dict[str, list[str]]:
+    """Every job the emulator holds, by kind: their statuses now (one entry per job created)."""
+    app = emulator._app  # the emulator's job board (no public view of jobs of every kind)
+    with app.lock:
+        app.jobs.advance()
+        jobs: dict[str, list[str]] = {}
+        for job in sorted(app.jobs.jobs.values(), key=lambda j: j.seq):
+            jobs.setdefault(job.kind, []).append(app.jobs.status(job))
+        return jobs
 
 
 def _answered_2xx(stats: dict, route: str) -> int:

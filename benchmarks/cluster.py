@@ -59,15 +59,16 @@ TOKEN_ROUTE = "POST /oauth/token"  # noqa: S105 - a route, not a secret
 INGEST_ROUTE = "POST /organizations/{orgId}/measurements"
 
 
-def _load(name: str, path: pathlib.Path) -> Any:
-    spec = importlib.util.spec_from_file_location(name, path)
+def load_script(name: str) -> Any:
+    """``benchmarks/<name>.py`` as a module (benchmarks/ is a folder of scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"m3ter_bench_{name}", HERE / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(name, module)  # (dataclasses look their module up there)
+    sys.modules[spec.name] = module  # (dataclasses look their module up there)
     spec.loader.exec_module(module)
     return module
 
 
-executor_tokens = _load("executor_tokens", HERE / "executor_tokens.py")
+executor_tokens = load_script("executor_tokens")
 
 
 def missing() -> str | None:
@@ -345,16 +346,7 @@ def celery_cluster(
             redis.start()
             postgres.start()
             airflow.run("db", "migrate")
-            airflow.start(
-                "api-server",
-                "api-server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(airflow.port),
-                "--workers",
-                "1",
-            )
+            airflow.start_api_server()
             airflow.start("dag-processor", "dag-processor")
             airflow.start("scheduler", "scheduler")
             airflow.start("triggerer", "triggerer")
