@@ -40,6 +40,7 @@ INGEST = "POST /organizations/{orgId}/measurements"
 EXPORT_START = "POST /organizations/{orgId}/dataexports/adhoc"
 BILL_JOB_START = "POST /organizations/{orgId}/billjobs"
 DEFERRABLE_DAG = "m3ter_cluster_deferrable"
+ASSETS_DAG = "m3ter_cluster_assets"
 #: m3ter's ingest limits the emulator enforces: per Organization, and per source IP sustained
 ORG_LIMIT = 50.0
 IP_LIMIT = 5_000 / 300
@@ -70,11 +71,30 @@ def started_cluster(keep: bool = False) -> Iterator[Any]:
             airflow = running.airflow
             dag_module = mapped_ingest._load("example_m3ter_mapped_ingest", mapped_ingest.DAG_FILE)
             airflow.run("pools", "set", dag_module.POOL, str(dag_module.POOL_SLOTS), "m3ter ingest")
-            for dag_id in (MAPPED_DAG, DEFERRABLE_DAG):
+            for dag_id in (MAPPED_DAG, DEFERRABLE_DAG, ASSETS_DAG):
                 airflow.wait_for(f"DAG {dag_id}", lambda d=dag_id: airflow.get(f"/api/v2/dags/{d}").ok, 300)
+            # the usage asset and its alias link made once, before parallel tasks race to make them
+            run_id = trigger(airflow, ASSETS_DAG)
+            state = airflow.wait_for(
+                f"run {run_id}",
+                lambda: (s := run_state(airflow, ASSETS_DAG, run_id)) in ("success", "failed") and s,
+                300,
+            )
+            if state != "success":
+                raise RuntimeError(f"{ASSETS_DAG} {state}: {api_server_errors(running)}")
             yield running
     finally:
         shutil.rmtree(dags, ignore_errors=True)
+
+
+def api_server_errors(running: Any, most: int = 5) -> list[str]:
+    """The api-server's last error lines (a task it set to failed says why there), for a report."""
+    log = running.airflow.home / "api-server.log"
+    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+    found = [
+        line[:400] for line in lines if "[error" in line or line.startswith(("sqlalchemy.exc", "psycopg2"))
+    ]
+    return found[-most:]
 
 
 def task_instances(airflow: Any, dag_id: str, run_id: str, task_id: str | None = None) -> list[dict]:
@@ -182,6 +202,7 @@ def mapped_load(
             {k: ti.get(k) for k in ("map_index", "state", "try_number", "hostname")} for ti in instances
         ],
         "killed": killed,
+        "api_server_errors": api_server_errors(running) if state != "success" else [],
         "unsuccessful_tasks": [
             f"{ti['task_id']}[{ti.get('map_index', -1)}]: {ti.get('state')} (try {ti.get('try_number')})"
             for ti in task_instances(airflow, MAPPED_DAG, run_id)

@@ -4,11 +4,12 @@
 works; the benchmark restarts the triggerer while both wait, and checks that both finish and that
 m3ter saw each job started once. ``M3TER_CLUSTER_OUTPUT`` is where the export lands.
 
-``m3ter_cluster_assets`` declares the asset the mapped-ingest example's tasks emit events for through
-the ``m3ter/usage`` alias, so the DAG processor creates it before any task runs. Without it, the first
-run's parallel ``ingest_slice`` tasks each ask the api-server to create that asset as they finish; on
-PostgreSQL two such inserts at once break its unique index and Airflow (3.3.2) sets the losing task
-to failed, though its measurements were all accepted (seen in this cluster: one of four tasks).
+``m3ter_cluster_assets``, run once before the loads, emits one event for the asset the mapped-ingest
+example's tasks emit events for through the ``m3ter/usage`` alias. Without it, the first run's
+parallel ``ingest_slice`` tasks each make Airflow create that asset, and link it to the alias, as
+they finish; on PostgreSQL two such inserts at once break a unique index (seen: ``asset``'s
+``idx_asset_name_uri_unique``) and Airflow (3.3.2) sets the losing task to failed, without a retry,
+though m3ter accepted all its measurements.
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ import datetime as dt
 import os
 import tempfile
 
-from airflow.providers.common.compat.sdk import DAG, Asset, task
+from airflow.providers.common.compat.sdk import DAG, Asset, AssetAlias, task
 
 from m3ter_provider.operators.m3ter import M3terBillJobOperator, M3terDataExportOperator
 
+#: what the mapped-ingest example's ingest tasks emit events for, through the alias
+USAGE_ASSET = Asset("m3ter://emulator-org/meters/example_mapped_requests")
+USAGE_ALIAS = AssetAlias("m3ter/usage")
 OUTPUT = os.environ.get("M3TER_CLUSTER_OUTPUT", os.path.join(tempfile.gettempdir(), "m3ter-cluster"))
 
 with DAG(
@@ -58,8 +62,10 @@ with DAG(
     tags=["m3ter", "benchmark"],
 ):
 
-    @task(outlets=[Asset("m3ter://emulator-org/meters/example_mapped_requests")])
-    def declare() -> None:
-        """Never run: the outlet is the point."""
+    @task(outlets=[USAGE_ASSET, USAGE_ALIAS])
+    def link_usage_asset(*, outlet_events=None) -> None:
+        """One event for the Meter's asset through the alias, so the asset and its link to the alias
+        exist before parallel tasks emit theirs."""
+        outlet_events[USAGE_ALIAS].add(USAGE_ASSET, extra={"warm_up": True})
 
-    declare()
+    link_usage_asset()

@@ -39,7 +39,8 @@ def running(bench):
         if os.environ.get("M3TER_REQUIRE_CLUSTER") == "1":
             pytest.fail(f"M3TER_REQUIRE_CLUSTER=1 but {reason}")
         pytest.skip(reason)
-    with bench.started_cluster() as cluster:
+    # M3TER_CLUSTER_KEEP=1 leaves the cluster's folder (every component's log) for a look
+    with bench.started_cluster(keep=os.environ.get("M3TER_CLUSTER_KEEP") == "1") as cluster:
         yield cluster
 
 
