@@ -120,6 +120,12 @@ class Airflow:
             start_new_session=True,
         )
 
+    def start_api_server(self) -> None:
+        """``airflow api-server`` on 127.0.0.1 and this instance's port, one worker process."""
+        self.start(
+            "api-server", "api-server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"
+        )
+
     def stop(self, name: str) -> None:
         process = self.processes.pop(name, None)
         if process is None or process.poll() is not None:
@@ -191,16 +197,7 @@ def airflow_with_emulator(
             airflow.env["AIRFLOW__CORE__DAGS_FOLDER"] = str(dags_folder)
         try:
             airflow.run("db", "migrate")
-            airflow.start(
-                "api-server",
-                "api-server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(airflow.port),
-                "--workers",
-                "1",
-            )
+            airflow.start_api_server()
             airflow.start("dag-processor", "dag-processor")
             airflow.wait_for("the api-server", lambda: airflow.get("/api/v2/version").ok, 300)
             airflow.wait_for(f"DAG {dag_id}", lambda: airflow.get(f"/api/v2/dags/{dag_id}").ok, 300)

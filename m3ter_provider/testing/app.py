@@ -89,7 +89,9 @@ class EmulatorApp:
             with self.lock:
                 self.stats.count_request(route.key, req.client)
                 fault = self.faults.take(req.method, route.template)
-                if fault is None and route.auth:
+                # a delay alone answers normally after it: the limits apply as to any request
+                answers = fault is None or (fault.status is None and not fault.drop)
+                if answers and route.auth:
                     refusal = self.limiter.check(route.key, req.client)
                     if refusal is not None:
                         self.stats.count_rate_limited(route.key, req.client, refusal.limit)

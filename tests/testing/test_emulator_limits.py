@@ -152,6 +152,17 @@ def test_a_burst_of_55_measurement_requests_gets_exactly_5_429s(frozen: Clock) -
     assert stats["clients"]["127.0.0.1"]["rate_limited"] == 5
 
 
+def test_a_delayed_request_still_counts_against_the_limits(frozen: Clock) -> None:
+    """A fault with only a delay (added latency) answers normally: the limits apply to it as to any."""
+    with M3terEmulator(clock=frozen, limits={"ingest_per_second": 3}) as emu:
+        emu.add_fault(INGEST_ROUTE, delay=0.01, times=None)
+        answers = _ingest(Api(emu), 5)
+        stats = emu.stats()
+    assert [r.status_code for r in answers] == [200] * 3 + [429] * 2
+    assert stats["rate_limited_by"] == {"ingest_per_second": 2}
+    assert stats["statuses"][INGEST_ROUTE] == {"200": 3, "429": 2}
+
+
 def test_retry_after_is_sent_only_when_asked(frozen: Clock) -> None:
     with M3terEmulator(clock=frozen, retry_after=True, limits={"config_per_second": 3}) as emu:
         api = Api(emu)
