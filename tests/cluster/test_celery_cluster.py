@@ -70,7 +70,7 @@ def test_a_worker_killed_mid_load_loses_and_doubles_nothing(bench, running):
     ingest_by_worker = sum(w["ingest_requests"] for w in workers.values())
     assert ingest_by_worker == result["ingest_requests"]
     assert result["answered_429"] == sum(w["rate_limited"] for w in workers.values())
-    # needs pacing: assert result["share_429"] < 0.01
+    assert result["share_429"] < 0.01, result  # the workers pace themselves (ingest_machines: 2)
 
 
 def test_the_triggerer_restarted_mid_wait_finishes_both_jobs_started_once(bench, running):
