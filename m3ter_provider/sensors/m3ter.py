@@ -30,6 +30,9 @@ class M3terJobSensor(M3terHookMixin, BaseSensorOperator):
     :param kind: the job kind: ``"dataexport"``, ``"billjob"``, ``"statementjob"`` or ``"fileupload"``.
     :param job_id: the job's id, e.g. ``"{{ ti.xcom_pull('export', key='m3ter_job_id') }}"``. (templated)
     :param deferrable: wait in the triggerer (default ``[operators] default_deferrable``).
+    :param start_from_trigger: start in the triggerer straight away, with no worker slot at all
+        (Airflow's ``start_from_trigger``, Airflow 3). ``job_id`` must then be a plain id (no
+        template: the trigger gets it as written), e.g. a job started outside Airflow.
     :param m3ter_conn_id: the m3ter connection id.
     """
 
@@ -43,6 +46,7 @@ class M3terJobSensor(M3terHookMixin, BaseSensorOperator):
         job_id: str,
         m3ter_conn_id: str = M3terHook.default_conn_name,
         deferrable: bool | None = None,
+        start_from_trigger: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -52,6 +56,35 @@ class M3terJobSensor(M3terHookMixin, BaseSensorOperator):
         self.job_id = job_id
         self.m3ter_conn_id = m3ter_conn_id
         self.deferrable = default_deferrable() if deferrable is None else deferrable
+        self.start_from_trigger = bool(start_from_trigger)
+        if self.start_from_trigger:
+            self.start_trigger_args = self._start_trigger_args()
+
+    def _start_trigger_args(self) -> Any:
+        """What Airflow starts the trigger with when the task starts in the triggerer."""
+        from airflow.triggers.base import StartTriggerArgs
+
+        from m3ter_provider.tasks import templated
+
+        if templated(self.job_id) or not str(self.job_id or "").strip():
+            raise M3terConfigError(
+                f"start_from_trigger=True takes a plain job_id, not {self.job_id!r}: the trigger gets it "
+                "as written, not rendered. Give the id, or drop start_from_trigger (deferrable=True "
+                "still waits in the triggerer, after a moment on a worker)."
+            )
+        timeout = _seconds(self.timeout)
+        return StartTriggerArgs(
+            trigger_cls="m3ter_provider.triggers.m3ter.M3terJobTrigger",
+            trigger_kwargs={
+                "kind": self.kind,
+                "job_id": str(self.job_id).strip(),
+                "m3ter_conn_id": self.m3ter_conn_id,
+                "poll_interval": check_poll_interval(self.poke_interval, "poke_interval"),
+            },
+            next_method="execute_complete",
+            next_kwargs=None,
+            timeout=None if timeout is None else timedelta(seconds=timeout),
+        )
 
     def _job_id(self) -> str:
         job_id = str(self.job_id or "").strip()

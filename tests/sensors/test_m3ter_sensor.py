@@ -158,3 +158,30 @@ def test_job_id_is_templated_and_checked(emu):
 def test_an_unknown_kind_fails_when_the_dag_is_parsed():
     with pytest.raises(M3terConfigError, match="unknown m3ter job kind 'invoice'"):
         sensor("invoice", "x")
+
+
+def test_start_from_trigger_hands_airflow_the_trigger_to_start(emu):
+    import importlib
+
+    job_id = start_export()
+    waiting = M3terJobSensor(
+        task_id="wait", kind="dataexport", job_id=job_id, start_from_trigger=True, poke_interval=1, timeout=60
+    )
+    args = waiting.start_trigger_args
+    assert waiting.start_from_trigger and args.next_method == "execute_complete"
+    assert args.timeout.total_seconds() == 60 and args.trigger_kwargs["job_id"] == job_id
+    module, _, name = args.trigger_cls.rpartition(".")
+    trigger = getattr(importlib.import_module(module), name)(**args.trigger_kwargs)  # as the triggerer does
+
+    async def run() -> list:
+        return [event async for event in trigger.run()]
+
+    (event,) = asyncio.run(run())
+    assert waiting.execute_complete(make_context(waiting), event.payload)["id"] == job_id
+
+
+def test_start_from_trigger_takes_a_plain_job_id():
+    with pytest.raises(M3terConfigError, match="start_from_trigger=True takes a plain job_id"):
+        M3terJobSensor(
+            task_id="wait", kind="billjob", job_id="{{ ti.xcom_pull('run') }}", start_from_trigger=True
+        )
