@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 class Pacer:
     """A token bucket: at most ``burst`` calls at once, then ``rate`` calls a second (``burst=1``
     spaces every call ``1 / rate`` seconds apart). Thread-safe; never sleeps holding its lock.
+    (A :class:`LocalBucket` without a window, validated for callers that give their own rate.)
 
     :param rate: calls per second, a positive number.
     :param burst: calls allowed at once after a quiet spell (at least 1).
@@ -48,24 +49,11 @@ class Pacer:
         self.rate = float(rate)
         self.burst = float(burst)
         self.clock = clock
-        self._tokens = float(burst)
-        self._last = clock()
-        self._lock = threading.Lock()
+        self._bucket = LocalBucket(Limits(rate=self.rate, burst=burst), clock)
 
     def wait(self, sleep: Callable[[float], None]) -> float:
         """Take one token, sleeping (with ``sleep``) until one is there; return the seconds slept."""
-        slept = 0.0
-        while True:
-            with self._lock:
-                now = self.clock()
-                self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
-                self._last = now
-                if self._tokens >= 1:
-                    self._tokens -= 1
-                    return slept
-                delay = (1 - self._tokens) / self.rate
-            sleep(delay)
-            slept += delay
+        return acquire(self._bucket, sleep)
 
 
 # ---------------------------------------------------------------------------------------------
