@@ -144,9 +144,9 @@ def read_new_events(
         newer.append((moment, event))
     if watermark is None:  # a first poll: from the newest Event, or from the beginning of time
         return [], newest or Watermark(dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc))
-    newer.sort(key=lambda pair: pair[0])  # stable: Events of one time stay in listing order
     if not order.oldest_first:
-        _reverse_ties(newer)  # newest first lists the Events of one time last made first
+        newer.reverse()  # newest first lists the Events of one time last made first
+    newer.sort(key=lambda pair: pair[0])  # stable: Events of one time keep the order made
     return [event for _, event in newer], watermark
 
 
@@ -173,12 +173,3 @@ class ListingOrder:
     @property
     def oldest_first(self) -> bool:
         return self._increased and not self._decreased
-
-
-def _reverse_ties(pairs: list[tuple[dt.datetime, dict[str, Any]]]) -> None:
-    """Reverse each run of equal times in place (sorted pairs): the order those Events were made."""
-    start = 0
-    for end in range(1, len(pairs) + 1):
-        if end == len(pairs) or pairs[end][0] != pairs[start][0]:
-            pairs[start:end] = pairs[start:end][::-1]
-            start = end
