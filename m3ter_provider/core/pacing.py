@@ -12,21 +12,21 @@ a caller under its share so the 429s stay rare, and the transport still retries 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
 import math
 import os
-import tempfile
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
+from m3ter_provider.core._files import flocked, replace_atomically
 from m3ter_provider.errors import M3terConfigError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    import contextlib
+    from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -235,20 +235,11 @@ class FileBucket:
         with self._locked():
             return self._read()[0]
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        import fcntl
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return flocked(self.path + ".lock", self._recreate_directory)
 
-        try:
-            fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        except FileNotFoundError:  # the directory was removed (a tmp cleaner): make it again
-            os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
-            fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # closing releases the lock
+    def _recreate_directory(self) -> None:  # removed by a tmp cleaner
+        os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
 
     def _read(self) -> tuple[BucketState, bool]:
         """The saved state and whether it was readable (a missing file is: a full bucket)."""
@@ -262,16 +253,8 @@ class FileBucket:
             return BucketState(tokens=0.0, last=self.clock()), False
 
     def _write(self, state: BucketState) -> None:
-        directory = os.path.dirname(self.path) or "."
-        fd, temp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".pace")
-        try:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(json.dumps(state.as_json()))
-            os.replace(temp, self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)
-            raise
+        raw = json.dumps(state.as_json()).encode()
+        replace_atomically(self.path, raw, suffix=".pace", recreate_directory=self._recreate_directory)
 
 
 class Bucket(Protocol):

@@ -21,14 +21,14 @@ import logging
 import os
 import re
 import stat
-import tempfile
 import time
 from typing import TYPE_CHECKING
 
+from m3ter_provider.core._files import flocked, replace_atomically
 from m3ter_provider.errors import M3terConfigError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -139,21 +139,8 @@ class FileTokenStore:
             raise ValueError("a token store key must be a lower-case hex digest (Credentials.store_key)")
         return os.path.join(self.directory, key + suffix)
 
-    @contextlib.contextmanager
-    def _locked(self, key: str) -> Iterator[None]:
-        import fcntl
-
-        path = self._path(key, ".lock")
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        except FileNotFoundError:  # the directory was removed (a tmp cleaner): make it again
-            self._recreate_directory()
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # closing releases the lock
+    def _locked(self, key: str) -> contextlib.AbstractContextManager[None]:
+        return flocked(self._path(key, ".lock"), self._recreate_directory)
 
     def _recreate_directory(self) -> None:
         log.warning("The shared m3ter token store %s disappeared; making it again.", self.directory)
@@ -192,18 +179,6 @@ class FileTokenStore:
 
     def _write(self, path: str, value: str, expires_at: float) -> None:
         raw = json.dumps({"format": _FORMAT, "token": value, "expires_at": expires_at}).encode()
-        try:
-            fd, temp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".token")  # mode 0600
-        except FileNotFoundError:  # removed since the lock was taken
-            self._recreate_directory()
-            fd, temp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".token")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(self._encrypt(raw))
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)
-            raise
+        replace_atomically(
+            path, self._encrypt(raw), suffix=".token", recreate_directory=self._recreate_directory, fsync=True
+        )
